@@ -1,0 +1,417 @@
+"""Building blocks of the GPEN prior, encoder and discriminator (StyleGAN2 with concatenated noise).
+
+Module and parameter names follow the official GPEN / rosinality layout, so our state dicts are
+the official checkpoints' (see ``official.py``). Every layer uses the equalised learning rate:
+weights are stored N(0, 1) / lr_mul and scaled at run time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gpen_lightning.zoo.ops import bias_leaky_relu, make_kernel, upfirdn2d
+
+NoiseMode = Literal["concat", "add", "none"]
+NOISE_MODES: tuple[str, ...] = ("concat", "add", "none")
+BLUR_TAPS: tuple[int, ...] = (1, 3, 3, 1)
+
+
+class PixelNorm(nn.Module):
+    """Normalise each vector to unit RMS over dim 1: (B, D) -> (B, D)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(torch.mean(x * x, dim=1, keepdim=True) + 1e-8)
+
+
+class FusedLeakyReLU(nn.Module):
+    """Learned per-channel bias, then leaky ReLU(0.2) x sqrt(2): (B, C, ...) -> same shape."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bias_leaky_relu(x, self.bias)
+
+
+class ScaledLeakyReLU(nn.Module):
+    """Leaky ReLU(0.2) x sqrt(2) without a bias (conv layers built with ``bias=False``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bias_leaky_relu(x)
+
+
+class EqualLinear(nn.Module):
+    """Equalised-lr linear layer: (B, in) -> (B, out), optionally fused with bias + leaky ReLU.
+
+    Args:
+        in_dim: input features.
+        out_dim: output features.
+        bias: learn a bias.
+        bias_init: initial bias value (1 for style modulations).
+        lr_mul: learning-rate multiplier (0.01 in the mapping network).
+        activate: apply leaky ReLU(0.2) x sqrt(2) after adding the bias.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        *,
+        bias: bool = True,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+        activate: bool = False,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activate = activate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias * self.lr_mul
+        if self.activate:
+            return bias_leaky_relu(F.linear(x, self.weight * self.scale), bias)
+        return F.linear(x, self.weight * self.scale, bias)
+
+    def extra_repr(self) -> str:
+        out_dim, in_dim = self.weight.shape
+        return f"{in_dim}, {out_dim}, lr_mul={self.lr_mul}, activate={self.activate}"
+
+
+class EqualConv2d(nn.Module):
+    """Equalised-lr conv: (B, in, H, W) -> (B, out, H', W')."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.scale = 1 / math.sqrt(in_channels * kernel_size**2)
+        self.stride = stride
+        self.padding = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        o, i, k, _ = self.weight.shape
+        return f"{i}, {o}, {k}, stride={self.stride}, padding={self.padding}"
+
+
+class Blur(nn.Module):
+    """FIR low-pass filter, same channels: (B, C, H, W) -> (B, C, H + p0 + p1 - 3, ...)."""
+
+    def __init__(
+        self, taps: Sequence[int] = BLUR_TAPS, *, pad: tuple[int, int], upsample_factor: int = 1
+    ) -> None:
+        super().__init__()
+        self.register_buffer("kernel", make_kernel(taps) * upsample_factor**2)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, pad=self.pad)
+
+
+class Upsample(nn.Module):
+    """2x FIR upsampling (zero insertion + filter, pad (2, 1)): (B, C, H, W) -> (B, C, 2H, 2W)."""
+
+    def __init__(self, taps: Sequence[int] = BLUR_TAPS, *, factor: int = 2) -> None:
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("kernel", make_kernel(taps) * factor**2)
+        p = len(taps) - factor
+        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+
+
+class ConstantInput(nn.Module):
+    """Learned constant (1, C, 4, 4) repeated over the batch of ``ref`` (B, ...) -> (B, C, 4, 4)."""
+
+    def __init__(self, channels: int, size: int = 4) -> None:
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channels, size, size))
+
+    def forward(self, ref: torch.Tensor) -> torch.Tensor:
+        return self.input.repeat(ref.shape[0], 1, 1, 1)
+
+
+class NoiseInjection(nn.Module):
+    """Inject a noise / feature map, scaled by a learned scalar initialised to 0.
+
+    ``concat``: (B, C, H, W) -> (B, 2C, H, W) = cat([x, w * noise]) (GPEN);
+    ``add``: x + w * noise (StyleGAN2); ``none``: x unchanged (no parameter).
+    Without ``noise``, a (B, C, H, W) standard-normal map is drawn.
+    """
+
+    def __init__(self, mode: NoiseMode = "concat") -> None:
+        super().__init__()
+        if mode not in NOISE_MODES:
+            raise ValueError(f"noise mode must be one of {NOISE_MODES}, got {mode!r}")
+        self.mode = mode
+        if mode != "none":
+            self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        if self.mode == "none":
+            return x
+        if noise is None:
+            noise = torch.randn_like(x)
+        if self.mode == "concat":
+            return torch.cat([x, self.weight * noise], dim=1)
+        return x + self.weight * noise
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"
+
+
+class ModulatedConv2d(nn.Module):
+    """Style-modulated conv: (B, in, H, W), style (B, style_dim) -> (B, out, H', W').
+
+    ``upsample``: transposed conv stride 2, then [1,3,3,1] blur (H' = 2H).
+    ``downsample``: blur, then conv stride 2 (H' = H/2).
+
+    Two equivalent formulations: ``fused`` folds the styles into per-sample weights and runs one
+    grouped conv (as the official code; best at batch 1); otherwise the input is scaled by the
+    style, convolved with the shared weight and the output scaled by the demodulation
+    coefficients (one dense conv over the batch; best at batch > 1). ``fused=None`` picks by
+    batch size.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        style_dim: int,
+        *,
+        demodulate: bool = True,
+        upsample: bool = False,
+        downsample: bool = False,
+        blur_taps: Sequence[int] = BLUR_TAPS,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.demodulate = demodulate
+        self.upsample = upsample
+        self.downsample = downsample
+        self.fused: bool | None = None
+        factor = 2
+        if upsample:
+            p = (len(blur_taps) - factor) - (kernel_size - 1)
+            self.blur = Blur(
+                blur_taps, pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor
+            )
+        if downsample:
+            p = (len(blur_taps) - factor) + (kernel_size - 1)
+            self.blur = Blur(blur_taps, pad=((p + 1) // 2, p // 2))
+        self.scale = 1 / math.sqrt(in_channels * kernel_size**2)
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(
+            torch.randn(1, out_channels, in_channels, kernel_size, kernel_size)
+        )
+        self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        s = self.modulation(style)  # (B, in)
+        fused = (b == 1) if self.fused is None else self.fused
+        if fused:
+            return self._forward_fused(x, s)
+        return self._forward_dense(x, s)
+
+    def _forward_fused(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        b, cin, h, w = x.shape
+        cout, k = self.out_channels, self.kernel_size
+        weight = self.scale * self.weight * s.view(b, 1, cin, 1, 1)  # (B, out, in, k, k)
+        if self.demodulate:
+            demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)  # (B, out)
+            weight = weight * demod.view(b, cout, 1, 1, 1)
+        weight = weight.to(x.dtype)
+        x = x.reshape(1, b * cin, h, w)
+        if self.upsample:
+            weight = weight.transpose(1, 2).reshape(b * cin, cout, k, k)
+            out = F.conv_transpose2d(x, weight, padding=0, stride=2, groups=b)
+            out = self.blur(out.view(b, cout, *out.shape[2:]))
+        elif self.downsample:
+            x = self.blur(x)
+            out = F.conv2d(x, weight.reshape(b * cout, cin, k, k), padding=0, stride=2, groups=b)
+            out = out.view(b, cout, *out.shape[2:])
+        else:
+            out = F.conv2d(x, weight.reshape(b * cout, cin, k, k), padding=self.padding, groups=b)
+            out = out.view(b, cout, *out.shape[2:])
+        return out
+
+    def _forward_dense(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        weight = self.scale * self.weight[0]  # (out, in, k, k)
+        x = x * s.to(x.dtype).view(b, -1, 1, 1)
+        w = weight.to(x.dtype)
+        if self.upsample:
+            out = F.conv_transpose2d(x, w.transpose(0, 1), padding=0, stride=2)
+        elif self.downsample:
+            out = F.conv2d(self.blur(x), w, padding=0, stride=2)
+        else:
+            out = F.conv2d(x, w, padding=self.padding)
+        if self.demodulate:
+            # sum_{i,k} (w[o,i,k] s[b,i])^2 = (s^2) @ (sum_k w^2)^T  -> (B, out)
+            demod = torch.rsqrt(s.pow(2) @ weight.pow(2).sum([2, 3]).t() + 1e-8)
+            out = out * demod.to(out.dtype).view(b, -1, 1, 1)
+        if self.upsample:
+            out = self.blur(out)
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, {self.kernel_size}, "
+            f"upsample={self.upsample}, downsample={self.downsample}, demodulate={self.demodulate}"
+        )
+
+
+class StyledConv(nn.Module):
+    """Modulated conv + noise injection + bias/leaky ReLU.
+
+    (B, in, H, W) -> (B, out * m, H', W') with m = 2 for ``concat`` noise, else 1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        style_dim: int,
+        *,
+        upsample: bool = False,
+        noise_mode: NoiseMode = "concat",
+        blur_taps: Sequence[int] = BLUR_TAPS,
+    ) -> None:
+        super().__init__()
+        self.conv = ModulatedConv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            style_dim,
+            upsample=upsample,
+            blur_taps=blur_taps,
+        )
+        self.noise = NoiseInjection(noise_mode)
+        self.activate = FusedLeakyReLU(out_channels * (2 if noise_mode == "concat" else 1))
+
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, style), noise))
+
+
+class ToRGB(nn.Module):
+    """Modulated 1x1 conv to RGB (no demodulation) + bias + upsampled skip.
+
+    (B, in, H, W), style, skip (B, 3, H/2, W/2) or None -> (B, 3, H, W).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        style_dim: int,
+        *,
+        upsample: bool = True,
+        blur_taps: Sequence[int] = BLUR_TAPS,
+    ) -> None:
+        super().__init__()
+        if upsample:
+            self.upsample = Upsample(blur_taps)
+        self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        out = self.conv(x, style) + self.bias
+        if skip is not None:
+            out = out + self.upsample(skip)
+        return out
+
+
+class ConvLayer(nn.Sequential):
+    """[Blur] + equalised conv + [bias/leaky ReLU]: (B, in, H, W) -> (B, out, H or H/2, ...).
+
+    With ``downsample`` the conv has stride 2 after a [1,3,3,1] blur (the encoder and D blocks).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        downsample: bool = False,
+        bias: bool = True,
+        activate: bool = True,
+        blur_taps: Sequence[int] = BLUR_TAPS,
+    ) -> None:
+        layers: list[nn.Module] = []
+        if downsample:
+            p = (len(blur_taps) - 2) + (kernel_size - 1)
+            layers.append(Blur(blur_taps, pad=((p + 1) // 2, p // 2)))
+            stride, padding = 2, 0
+        else:
+            stride, padding = 1, kernel_size // 2
+        layers.append(
+            EqualConv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                bias=bias and not activate,
+            )
+        )
+        if activate:
+            layers.append(FusedLeakyReLU(out_channels) if bias else ScaledLeakyReLU())
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    """Residual D block: (B, in, H, W) -> (B, out, H/2, W/2).
+
+    ``(conv2(conv1(x)) + skip(x)) / sqrt(2)``; conv2 and the 1x1 skip downsample (blur + stride 2).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, *, blur_taps: Sequence[int] = BLUR_TAPS
+    ) -> None:
+        super().__init__()
+        self.conv1 = ConvLayer(in_channels, in_channels, 3, blur_taps=blur_taps)
+        self.conv2 = ConvLayer(in_channels, out_channels, 3, downsample=True, blur_taps=blur_taps)
+        self.skip = ConvLayer(
+            in_channels,
+            out_channels,
+            1,
+            downsample=True,
+            activate=False,
+            bias=False,
+            blur_taps=blur_taps,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.conv2(self.conv1(x)) + self.skip(x)) / math.sqrt(2)

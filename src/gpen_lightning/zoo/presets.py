@@ -1,0 +1,86 @@
+"""Named model configurations: the official GPEN releases and tiny presets for tests / CPU demos."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+from torch import nn
+
+from gpen_lightning.zoo.discriminator import Discriminator
+from gpen_lightning.zoo.gpen import GPEN
+from gpen_lightning.zoo.layers import NoiseMode
+
+__all__ = ["Preset", "PRESETS", "build", "get_preset"]
+
+Part = Literal["generator", "discriminator"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Hyper-parameters that fix a GPEN / discriminator architecture."""
+
+    size: int
+    style_dim: int = 512
+    n_mlp: int = 8
+    channel_multiplier: int = 2
+    narrow: float = 1.0
+    noise_mode: NoiseMode = "concat"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PRESETS: dict[str, Preset] = {
+    # Official releases (spec section 2).
+    "gpen-bfr-256": Preset(256, channel_multiplier=1, narrow=0.5),
+    "gpen-bfr-512": Preset(512),
+    "gpen-bfr-1024": Preset(1024),
+    "gpen-bfr-2048": Preset(2048),
+    "gpen-colorization-1024": Preset(1024),
+    "gpen-inpainting-1024": Preset(1024),
+    "gpen-seg2face-512": Preset(512),
+    # Tiny presets for tests and CPU demos; tiny-64 is the parity-fixture architecture.
+    "gpen-tiny-32": Preset(32, style_dim=64, n_mlp=2, channel_multiplier=1, narrow=0.0625),
+    "gpen-tiny-64": Preset(64, style_dim=128, n_mlp=4, channel_multiplier=2, narrow=0.25),
+    "gpen-tiny-128": Preset(128, style_dim=128, n_mlp=4, channel_multiplier=1, narrow=0.125),
+}
+
+
+def get_preset(name: str, **overrides: Any) -> Preset:
+    """Look up a preset by name, optionally overriding fields (e.g. ``noise_mode="add"``)."""
+    try:
+        preset = PRESETS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown model preset {name!r}; available: {', '.join(sorted(PRESETS))}"
+        ) from None
+    return replace(preset, **overrides) if overrides else preset
+
+
+def build(
+    name: str, part: Part = "generator", *, stddev_group: int | None = None, **overrides: Any
+) -> nn.Module:
+    """Build ``GPEN`` (part="generator") or ``Discriminator`` (part="discriminator") from a preset.
+
+    Extra keyword arguments override preset fields (``noise_mode``, ``narrow``, ...). Wrap the
+    call in ``with torch.device("meta"):`` to build a large preset without allocating weights.
+    """
+    p = get_preset(name, **overrides)
+    if part == "generator":
+        return GPEN(
+            p.size,
+            p.style_dim,
+            p.n_mlp,
+            channel_multiplier=p.channel_multiplier,
+            narrow=p.narrow,
+            noise_mode=p.noise_mode,
+        )
+    if part == "discriminator":
+        return Discriminator(
+            p.size,
+            channel_multiplier=p.channel_multiplier,
+            narrow=p.narrow,
+            stddev_group=stddev_group,
+        )
+    raise ValueError(f"part must be 'generator' or 'discriminator', got {part!r}")

@@ -100,6 +100,8 @@ class Generator(nn.Module):
             in_ch = out_ch
         self.n_latent = 2 * self.log_size - 2
         self.register_buffer("w_avg", torch.zeros(style_dim))
+        # Activations run channels-last: faster convs and depthwise blurs on CPU and GPU alike.
+        self.memory_format = torch.channels_last
 
     @property
     def num_noise(self) -> int:
@@ -173,7 +175,8 @@ class Generator(nn.Module):
             noise = [None] * self.num_noise
         if len(noise) != self.num_noise:
             raise ValueError(f"expected {self.num_noise} noise maps (4x4 first), got {len(noise)}")
-        out = self.conv1(self.input(latent), latent[:, 0], noise[0])
+        out = self.input(latent).contiguous(memory_format=self.memory_format)
+        out = self.conv1(out, latent[:, 0], noise[0])
         skip = self.to_rgb1(out, latent[:, 1])
         i = 1
         for conv_up, conv, n_up, n, to_rgb in zip(

@@ -76,6 +76,7 @@ class GPEN(nn.Module):
                 f"in [-1, 1], got {tuple(x.shape)}; resize or align the face to {self.size}px first"
             )
         feats = []
+        x = x.contiguous(memory_format=self.generator.memory_format)
         for stage in self.encoder:
             x = stage(x)
             feats.append(x)

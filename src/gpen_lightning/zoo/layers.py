@@ -29,15 +29,25 @@ class PixelNorm(nn.Module):
         return x * torch.rsqrt(torch.mean(x * x, dim=1, keepdim=True) + 1e-8)
 
 
-class FusedLeakyReLU(nn.Module):
-    """Learned per-channel bias, then leaky ReLU(0.2) x sqrt(2): (B, C, ...) -> same shape."""
+def _no_grad() -> bool:
+    """True when no autograd graph is recorded (inference): in-place updates are then safe."""
+    return not torch.is_grad_enabled()
 
-    def __init__(self, channels: int) -> None:
+
+class FusedLeakyReLU(nn.Module):
+    """Learned per-channel bias, then leaky ReLU(0.2) x sqrt(2): (B, C, ...) -> same shape.
+
+    ``inplace``: overwrite the input when no gradient is recorded (set by the layers below, whose
+    input is always a fresh intermediate).
+    """
+
+    def __init__(self, channels: int, *, inplace: bool = False) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return bias_leaky_relu(x, self.bias)
+        return bias_leaky_relu(x, self.bias, inplace=self.inplace and _no_grad())
 
 
 class ScaledLeakyReLU(nn.Module):
@@ -175,9 +185,17 @@ class NoiseInjection(nn.Module):
             return x
         if noise is None:
             noise = torch.randn_like(x)
-        if self.mode == "concat":
-            return torch.cat([x, self.weight * noise], dim=1)
-        return x + self.weight * noise
+        if self.mode == "add":
+            return x + self.weight * noise
+        if _no_grad():  # one allocation and one pass, in the memory format of x
+            b, c, h, w = x.shape
+            out = torch.empty((b, 2 * c, h, w), dtype=x.dtype, device=x.device)
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+                out = out.contiguous(memory_format=torch.channels_last)
+            out[:, :c].copy_(x)
+            torch.mul(noise, self.weight.to(x.dtype), out=out[:, c:])
+            return out
+        return torch.cat([x, self.weight * noise], dim=1)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}"
@@ -240,33 +258,42 @@ class ModulatedConv2d(nn.Module):
             return self._forward_fused(x, s)
         return self._forward_dense(x, s)
 
+    def _demodulation(self, s: torch.Tensor) -> torch.Tensor:
+        """Styles (B, in) -> 1 / ||scale * w * s|| per output channel (B, out), in float32.
+
+        sum_{i,k} (scale w[o,i,k] s[b,i])^2 = scale^2 (s^2 @ (sum_k w^2)^T): no (B, out, in, k, k)
+        temporary is needed.
+        """
+        wsq = torch.linalg.vector_norm(self.weight[0].float(), dim=(2, 3)).square()  # (out, in)
+        return torch.rsqrt(self.scale**2 * (s.float().square() @ wsq.t()) + 1e-8)
+
     def _forward_fused(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         b, cin, h, w = x.shape
         cout, k = self.out_channels, self.kernel_size
-        weight = self.scale * self.weight * s.view(b, 1, cin, 1, 1)  # (B, out, in, k, k)
+        coef = self.scale * s.float().view(b, 1, cin)  # (B, 1, in)
         if self.demodulate:
-            demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)  # (B, out)
-            weight = weight * demod.view(b, cout, 1, 1, 1)
-        weight = weight.to(x.dtype)
-        x = x.reshape(1, b * cin, h, w)
+            coef = coef * self._demodulation(s).view(b, cout, 1)  # (B, out, in)
+        # a single pass over the weight: (1, out, in, k, k) * (B, out|1, in, 1, 1)
+        weight = (self.weight * coef[..., None, None]).to(x.dtype)
+        if b > 1:  # (a same-shape reshape or view would drop channels-last strides at b == 1)
+            x = x.reshape(1, b * cin, h, w)
         if self.upsample:
             weight = weight.transpose(1, 2).reshape(b * cin, cout, k, k)
             out = F.conv_transpose2d(x, weight, padding=0, stride=2, groups=b)
-            out = self.blur(out.view(b, cout, *out.shape[2:]))
         elif self.downsample:
-            x = self.blur(x)
-            out = F.conv2d(x, weight.reshape(b * cout, cin, k, k), padding=0, stride=2, groups=b)
-            out = out.view(b, cout, *out.shape[2:])
+            weight = weight.reshape(b * cout, cin, k, k)
+            out = F.conv2d(self.blur(x), weight, padding=0, stride=2, groups=b)
         else:
-            out = F.conv2d(x, weight.reshape(b * cout, cin, k, k), padding=self.padding, groups=b)
-            out = out.view(b, cout, *out.shape[2:])
-        return out
+            weight = weight.reshape(b * cout, cin, k, k)
+            out = F.conv2d(x, weight, padding=self.padding, groups=b)
+        if b > 1:
+            out = out.reshape(b, cout, *out.shape[2:])
+        return self.blur(out) if self.upsample else out
 
     def _forward_dense(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        weight = self.scale * self.weight[0]  # (out, in, k, k)
         x = x * s.to(x.dtype).view(b, -1, 1, 1)
-        w = weight.to(x.dtype)
+        w = (self.scale * self.weight[0]).to(x.dtype)  # (out, in, k, k)
         if self.upsample:
             out = F.conv_transpose2d(x, w.transpose(0, 1), padding=0, stride=2)
         elif self.downsample:
@@ -274,9 +301,7 @@ class ModulatedConv2d(nn.Module):
         else:
             out = F.conv2d(x, w, padding=self.padding)
         if self.demodulate:
-            # sum_{i,k} (w[o,i,k] s[b,i])^2 = (s^2) @ (sum_k w^2)^T  -> (B, out)
-            demod = torch.rsqrt(s.pow(2) @ weight.pow(2).sum([2, 3]).t() + 1e-8)
-            out = out * demod.to(out.dtype).view(b, -1, 1, 1)
+            out = out * self._demodulation(s).to(out.dtype).view(b, -1, 1, 1)
         if self.upsample:
             out = self.blur(out)
         return out
@@ -315,7 +340,9 @@ class StyledConv(nn.Module):
             blur_taps=blur_taps,
         )
         self.noise = NoiseInjection(noise_mode)
-        self.activate = FusedLeakyReLU(out_channels * (2 if noise_mode == "concat" else 1))
+        self.activate = FusedLeakyReLU(
+            out_channels * (2 if noise_mode == "concat" else 1), inplace=True
+        )
 
     def forward(
         self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None
@@ -387,7 +414,7 @@ class ConvLayer(nn.Sequential):
             )
         )
         if activate:
-            layers.append(FusedLeakyReLU(out_channels) if bias else ScaledLeakyReLU())
+            layers.append(FusedLeakyReLU(out_channels, inplace=True) if bias else ScaledLeakyReLU())
         super().__init__(*layers)
 
 

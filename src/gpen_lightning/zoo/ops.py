@@ -55,18 +55,21 @@ def upfirdn2d(
     """
     b, c, h, w = x.shape
     kh, kw = kernel.shape
+    # Depthwise true convolution: cross-correlation with the flipped kernel.
+    weight = torch.flip(kernel, [0, 1]).to(x.dtype)[None, None].expand(c, 1, kh, kw)
+    p0, p1 = pad
+    if up == 1 and p0 == p1 >= 0:
+        # Fast path (every blur of the networks): padding inside the conv keeps the memory format.
+        return F.conv2d(x, weight, stride=down, padding=p0, groups=c)
     if up > 1:
         # (B, C, H, 1, W, 1) -> pad the singleton axes with up-1 zeros -> (B, C, H*up, W*up)
         x = x.reshape(b, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(b, c, h * up, w * up)
-    p0, p1 = pad
     x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
     if p0 < 0 or p1 < 0:
         hh, ww = x.shape[2:]
         x = x[:, :, max(-p0, 0) : hh - max(-p1, 0), max(-p0, 0) : ww - max(-p1, 0)]
-    # Depthwise true convolution: cross-correlation with the flipped kernel.
-    weight = torch.flip(kernel, [0, 1]).to(x.dtype)[None, None].expand(c, 1, kh, kw)
     return F.conv2d(x, weight, stride=down, groups=c)
 
 
@@ -76,14 +79,21 @@ def bias_leaky_relu(
     *,
     negative_slope: float = LRELU_SLOPE,
     gain: float = LRELU_GAIN,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """``leaky_relu(x + bias) * gain`` with the bias broadcast over dim 1.
 
     Args:
         x: (B, C) or (B, C, H, W).
         bias: (C,) or None.
+        inplace: overwrite ``x`` (no new allocation: on CPU a fresh large tensor costs more than
+            the arithmetic). Only for intermediates nobody else holds, outside autograd.
     """
+    shape = [1, -1] + [1] * (x.ndim - 2)
+    if inplace:
+        if bias is not None:
+            x.add_(bias.to(x.dtype).view(shape))
+        return F.leaky_relu_(x, negative_slope).mul_(gain)
     if bias is not None:
-        shape = [1, -1] + [1] * (x.ndim - 2)
         x = x + bias.to(x.dtype).view(shape)
     return F.leaky_relu(x, negative_slope) * gain

@@ -1,0 +1,19 @@
+"""Data: HQ face datasets, the on-device degradation model and the Lightning DataModule.
+
+Layering: ``kernels`` -> ``degradation``; ``folder`` / ``synthetic`` -> ``datamodule``.
+"""
+
+from gpen_lightning.data.datamodule import FaceDataModule
+from gpen_lightning.data.degradation import Degradation
+from gpen_lightning.data.folder import IMAGE_EXTENSIONS, FaceFolder, read_rgb
+from gpen_lightning.data.synthetic import SyntheticFaces, render_face
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "Degradation",
+    "FaceDataModule",
+    "FaceFolder",
+    "SyntheticFaces",
+    "read_rgb",
+    "render_face",
+]

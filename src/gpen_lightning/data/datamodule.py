@@ -1,0 +1,142 @@
+"""``FaceDataModule``: uint8 HQ faces from the workers, degraded on the device after transfer."""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from gpen_lightning.data.degradation import Degradation
+from gpen_lightning.data.folder import FaceFolder
+from gpen_lightning.data.synthetic import SyntheticFaces
+
+__all__ = ["FaceDataModule"]
+
+
+class FaceDataModule(L.LightningDataModule):
+    """HQ faces -> ``{"lq", "hq", "params"}`` batches in [-1, 1], degraded where the batch lives.
+
+    Args:
+        size: model size S.
+        root: folder of HQ faces; ``None`` uses ``SyntheticFaces`` (no data needed).
+        val_root: separate validation folder; otherwise ``val_fraction`` of the data, split with
+            ``split_seed``.
+        synthetic_length: number of synthetic faces when ``root`` is None.
+        batch_size, val_batch_size, num_workers: loader settings.
+        degradation: the training degradation (GFPGAN model by default).
+        val_degradation: for validation (default: the training one), applied with a fixed seed
+            per sample so validation metrics are comparable across runs.
+        seed: seeds the training degradation stream (offset by the global rank under DDP).
+        verify: fully decode every folder image at setup (report corrupt files up front).
+    """
+
+    def __init__(
+        self,
+        *,
+        size: int = 64,
+        root: str | os.PathLike[str] | None = None,
+        val_root: str | os.PathLike[str] | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        synthetic_length: int = 512,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        degradation: Degradation | None = None,
+        val_degradation: Degradation | None = None,
+        seed: int = 0,
+        val_seed: int = 1234,
+        verify: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.size, self.root, self.val_root = size, root, val_root
+        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.synthetic_length = synthetic_length
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.degradation = degradation if degradation is not None else Degradation()
+        self.val_degradation = val_degradation or self.degradation
+        self.seed, self.val_seed, self.verify = seed, val_seed, verify
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self._train_gen: torch.Generator | None = None
+
+    def _dataset(self, root, *, flip: bool) -> Dataset:
+        if root is None:
+            return SyntheticFaces(size=self.size, length=self.synthetic_length, flip=flip)
+        return FaceFolder(root, size=self.size, flip=flip, verify=self.verify)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train_full = self._dataset(self.root, flip=True)
+        if self.val_root is not None:
+            self.train_set = train_full
+            self.val_set = self._dataset(self.val_root, flip=False)
+        else:
+            n = len(train_full)
+            n_val = round(n * self.val_fraction) if self.val_fraction > 0 else 0
+            if self.val_fraction > 0 and (n_val < 1 or n_val >= n):
+                raise ValueError(f"cannot split {n} images with val_fraction={self.val_fraction}")
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+            self.train_set = Subset(train_full, order[n_val:].tolist())
+            # validation reads the same files without random flips
+            self.val_set = Subset(self._dataset(self.root, flip=False), order[:n_val].tolist())
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        self._train_gen = torch.Generator().manual_seed(self.seed + 7919 * rank)
+
+    def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.val_batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) >= self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def degrade(self, batch: dict, *, train: bool) -> dict:
+        """uint8 HQ batch -> ``{"lq", "hq", "params"}`` in [-1, 1] on the batch's device."""
+        hq = batch["hq"]
+        if train:
+            if self._train_gen is None:
+                self._train_gen = torch.Generator().manual_seed(self.seed)
+            out = self.degradation(hq, generator=self._train_gen)
+        else:
+            # one fixed seed per validation sample, independent of batch size and order
+            parts = [
+                self.val_degradation(hq[i : i + 1], seed=self.val_seed * 1_000_003 + int(idx))
+                for i, idx in enumerate(batch["index"].tolist())
+            ]
+            out = {
+                "lq": torch.cat([p["lq"] for p in parts]),
+                "hq": torch.cat([p["hq"] for p in parts]),
+                "params": {
+                    k: torch.cat([p["params"][k] for p in parts]) for k in parts[0]["params"]
+                },
+            }
+        to_signed = lambda x: x.float() / 127.5 - 1  # noqa: E731
+        return {
+            "lq": to_signed(out["lq"]),
+            "hq": to_signed(out["hq"]),
+            "params": out["params"],
+            "index": batch["index"],
+        }
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        train = self.trainer is not None and self.trainer.training
+        return self.degrade(batch, train=train)

@@ -87,8 +87,12 @@ class FaceDataModule(L.LightningDataModule):
             self.train_set = Subset(train_full, order[n_val:].tolist())
             # validation reads the same files without random flips
             self.val_set = Subset(self._dataset(self.root, flip=False), order[:n_val].tolist())
+        self._train_gen = self._new_train_generator()
+
+    def _new_train_generator(self) -> torch.Generator:
+        """The training degradation stream, offset by the global rank under DDP."""
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        self._train_gen = torch.Generator().manual_seed(self.seed + 7919 * rank)
+        return torch.Generator().manual_seed(self.seed + 7919 * rank)
 
     def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
         if dataset is None:
@@ -114,7 +118,7 @@ class FaceDataModule(L.LightningDataModule):
         hq = batch["hq"]
         if train:
             if self._train_gen is None:
-                self._train_gen = torch.Generator().manual_seed(self.seed)
+                self._train_gen = self._new_train_generator()
             out = self.degradation(hq, generator=self._train_gen)
         else:
             # one fixed seed per validation sample, independent of batch size and order

@@ -29,6 +29,15 @@ def _uniform(lo: float, hi: float, n: int, g: torch.Generator | None) -> torch.T
     return lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64).float()
 
 
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize without antialiasing (as OpenCV's INTER_LINEAR); a no-op at equal size."""
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return kornia.geometry.transform.resize(
+        x, size, interpolation="bilinear", align_corners=False, antialias=False
+    )
+
+
 def _check_range(name: str, value: Range, lo: float = -math.inf) -> tuple[float, float] | None:
     if value is None:
         return None
@@ -160,8 +169,10 @@ class Degradation(nn.Module):
             return x
         f = lambda key: p[key].to(x.device, x.dtype)  # noqa: E731
         k = gaussian_kernels(f("sigma_x"), f("sigma_y"), f("theta"), self.kernel_size)
-        km = motion_kernels(f("motion_length"), f("motion_angle"), self.kernel_size)
-        k = torch.where((kind == 3)[:, None, None], km, k)
+        motion = kind == 3
+        if bool(motion.any()):  # motion kernels only when a sample drew one
+            km = motion_kernels(f("motion_length"), f("motion_angle"), self.kernel_size)
+            k = torch.where(motion[:, None, None], km, k)
         out = kornia.filters.filter2d(x, k, border_type="reflect")
         return torch.where((kind > 0)[:, None, None, None], out, x)
 
@@ -234,11 +245,7 @@ class Degradation(nn.Module):
         ch, cw = max(s[0] for s in sizes), max(s[1] for s in sizes)
         canvas = x.new_empty(b, c, ch, cw)
         for i, (sh, sw) in enumerate(sizes):
-            small = x[i : i + 1]
-            if (sh, sw) != (h, w):
-                small = kornia.geometry.transform.resize(
-                    small, (sh, sw), interpolation="bilinear", align_corners=False, antialias=False
-                )
+            small = _resize(x[i : i + 1], (sh, sw))
             canvas[i : i + 1] = F.pad(small, (0, cw - sw, 0, ch - sh), mode="replicate")
         canvas = self.noise_(canvas, p, g).clamp(0, 1)
         if self.jpeg:
@@ -248,12 +255,7 @@ class Degradation(nn.Module):
         canvas = (canvas.clamp(0, 1) * 255).round() / 255
         out = torch.empty_like(x)
         for i, (sh, sw) in enumerate(sizes):
-            small = canvas[i : i + 1, :, :sh, :sw]
-            if (sh, sw) != (h, w):
-                small = kornia.geometry.transform.resize(
-                    small, (h, w), interpolation="bilinear", align_corners=False, antialias=False
-                )
-            out[i : i + 1] = small
+            out[i : i + 1] = _resize(canvas[i : i + 1, :, :sh, :sw], (h, w))
         return out.clamp(0, 1)
 
     @staticmethod

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install test test-all lint format bench clean
+.PHONY: help install train test test-all lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package (editable, dev extra); idempotent
+
+train: install  ## pre-train a tiny GPEN prior on synthetic faces (2-core CPU: minutes); ARGS= adds overrides
+	$(PY) -m gpen_lightning stage=prior $(ARGS)
 
 lint: install  ## ruff lint + format check
 	$(VENV)/bin/ruff check .

@@ -30,6 +30,7 @@ class FaceDataModule(L.LightningDataModule):
             per sample so validation metrics are comparable across runs.
         seed: seeds the training degradation stream (offset by the global rank under DDP).
         verify: fully decode every folder image at setup (report corrupt files up front).
+        degrade: False yields ``{"hq", "index"}`` batches only (the prior stage needs no LQ).
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class FaceDataModule(L.LightningDataModule):
         seed: int = 0,
         val_seed: int = 1234,
         verify: bool = False,
+        degrade: bool = True,
     ) -> None:
         super().__init__()
         if not 0 <= val_fraction < 1:
@@ -62,6 +64,7 @@ class FaceDataModule(L.LightningDataModule):
         self.degradation = degradation if degradation is not None else Degradation()
         self.val_degradation = val_degradation or self.degradation
         self.seed, self.val_seed, self.verify = seed, val_seed, verify
+        self.apply_degradation = degrade
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self._train_gen: torch.Generator | None = None
@@ -133,14 +136,20 @@ class FaceDataModule(L.LightningDataModule):
                     k: torch.cat([p["params"][k] for p in parts]) for k in parts[0]["params"]
                 },
             }
-        to_signed = lambda x: x.float() / 127.5 - 1  # noqa: E731
         return {
-            "lq": to_signed(out["lq"]),
-            "hq": to_signed(out["hq"]),
+            "lq": _to_signed(out["lq"]),
+            "hq": _to_signed(out["hq"]),
             "params": out["params"],
             "index": batch["index"],
         }
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if not self.apply_degradation:
+            return {"hq": _to_signed(batch["hq"]), "index": batch["index"]}
         train = self.trainer is not None and self.trainer.training
         return self.degrade(batch, train=train)
+
+
+def _to_signed(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return x.float() / 127.5 - 1

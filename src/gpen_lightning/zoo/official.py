@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from gpen_lightning.io import atomic_save
 from gpen_lightning.zoo.discriminator import Discriminator
 from gpen_lightning.zoo.generator import Generator
 from gpen_lightning.zoo.gpen import GPEN
@@ -60,11 +61,7 @@ def export_official(
     """
     state = OrderedDict((k, v.detach().clone()) for k, v in official_state_dict(module).items())
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        atomic_save(state, path)
     return state
 
 

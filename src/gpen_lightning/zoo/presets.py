@@ -8,12 +8,13 @@ from typing import Any, Literal
 from torch import nn
 
 from gpen_lightning.zoo.discriminator import Discriminator
+from gpen_lightning.zoo.generator import Generator
 from gpen_lightning.zoo.gpen import GPEN
 from gpen_lightning.zoo.layers import NoiseMode
 
 __all__ = ["Preset", "PRESETS", "build", "get_preset"]
 
-Part = Literal["generator", "discriminator"]
+Part = Literal["generator", "prior", "discriminator"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ def get_preset(name: str, **overrides: Any) -> Preset:
 def build(
     name: str, part: Part = "generator", *, stddev_group: int | None = None, **overrides: Any
 ) -> nn.Module:
-    """Build ``GPEN`` (part="generator") or ``Discriminator`` (part="discriminator") from a preset.
+    """Build ``GPEN`` (part="generator"), its ``Generator`` alone (part="prior", the StyleGAN2
+    prior that the first training stage learns) or ``Discriminator`` (part="discriminator").
 
     Extra keyword arguments override preset fields (``noise_mode``, ``narrow``, ...). Wrap the
     call in ``with torch.device("meta"):`` to build a large preset without allocating weights.
@@ -76,6 +78,15 @@ def build(
             narrow=p.narrow,
             noise_mode=p.noise_mode,
         )
+    if part == "prior":
+        return Generator(
+            p.size,
+            p.style_dim,
+            p.n_mlp,
+            channel_multiplier=p.channel_multiplier,
+            narrow=p.narrow,
+            noise_mode=p.noise_mode,
+        )
     if part == "discriminator":
         return Discriminator(
             p.size,
@@ -83,4 +94,4 @@ def build(
             narrow=p.narrow,
             stddev_group=stddev_group,
         )
-    raise ValueError(f"part must be 'generator' or 'discriminator', got {part!r}")
+    raise ValueError(f"part must be 'generator', 'prior' or 'discriminator', got {part!r}")

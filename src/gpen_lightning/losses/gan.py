@@ -1,0 +1,148 @@
+"""The StyleGAN2 objectives used to pre-train the GPEN prior (spec section 3, stage 1).
+
+Every function takes an optional ``scaler`` (a ``torch.amp.GradScaler``, as used by ``16-mixed``):
+the inner ``autograd.grad`` of R1 and path length then runs on the scaled output so fp16 gradients
+do not underflow, and is unscaled before the penalty is formed; the result is the same penalty as
+without a scaler. Under ``bf16-mixed`` / fp32 pass ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import autograd
+
+__all__ = [
+    "LazyRegularization",
+    "d_logistic_loss",
+    "g_nonsaturating_loss",
+    "mixing_latents",
+    "path_length_penalty",
+    "r1_penalty",
+]
+
+
+def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator logistic loss: softplus(D(fake)) + softplus(-D(real)), batch mean."""
+    return F.softplus(fake_logits.float()).mean() + F.softplus(-real_logits.float()).mean()
+
+
+def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss: softplus(-D(G(z))), batch mean."""
+    return F.softplus(-fake_logits.float()).mean()
+
+
+def _grad(
+    output: torch.Tensor, inputs: torch.Tensor, scaler: torch.amp.GradScaler | None
+) -> torch.Tensor:
+    """d sum(output) / d inputs with a graph (for a penalty), through ``scaler`` if given."""
+    out = output.float().sum()
+    if scaler is not None and scaler.is_enabled():
+        scale = scaler.get_scale()
+        (grad,) = autograd.grad(scaler.scale(out), inputs, create_graph=True)
+        return grad.float() / scale
+    (grad,) = autograd.grad(out, inputs, create_graph=True)
+    return grad.float()
+
+
+def r1_penalty(
+    real_logits: torch.Tensor,
+    real_images: torch.Tensor,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+) -> torch.Tensor:
+    """R1: E[ ||d D(x) / d x||^2 ] over reals x (B, C, H, W) that ``require_grad``. Scalar.
+
+    Multiply by gamma / 2 (and by the lazy interval) to form the loss.
+    """
+    grad = _grad(real_logits, real_images, scaler)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def path_length_penalty(
+    images: torch.Tensor,
+    latents: torch.Tensor,
+    mean_path_length: torch.Tensor,
+    *,
+    decay: float = 0.01,
+    scaler: torch.amp.GradScaler | None = None,
+    generator: torch.Generator | None = None,
+    reduce_mean=None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Path-length regularization of StyleGAN2.
+
+    Args:
+        images: G output (B, 3, H, W) produced from ``latents``.
+        latents: per-layer w (B, L, D) in the graph of ``images``.
+        mean_path_length: the running mean a (scalar tensor); not modified.
+        decay: EMA rate of the running mean.
+        scaler: see the module docstring.
+        generator: RNG for the image-space probe y ~ N(0, I) / sqrt(H W).
+        reduce_mean: optional callable averaging a scalar over processes (DDP), so every rank
+            keeps the same running mean.
+
+    Returns:
+        (penalty, path_lengths (B,), new running mean): penalty = mean (|J^T y| - a)^2, scalar.
+    """
+    h, w = images.shape[-2:]
+    probe = torch.randn(
+        images.shape, device=images.device, dtype=torch.float32, generator=generator
+    ) / math.sqrt(h * w)
+    grad = _grad(images.float() * probe, latents, scaler)  # (B, L, D)
+    lengths = grad.pow(2).sum(2).mean(1).sqrt()  # (B,)
+    batch_mean = lengths.detach().mean()
+    if reduce_mean is not None:
+        batch_mean = reduce_mean(batch_mean)
+    new_mean = mean_path_length.float().lerp(batch_mean, decay)
+    penalty = (lengths - new_mean).pow(2).mean()
+    return penalty, lengths.detach(), new_mean.detach()
+
+
+def mixing_latents(
+    batch: int,
+    style_dim: int,
+    *,
+    prob: float,
+    n_latent: int,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[list[torch.Tensor], int | None]:
+    """Latents for one generator call with style mixing probability ``prob``.
+
+    Returns ``([z], None)`` or, with probability ``prob``, ``([z1, z2], inject_index)`` where the
+    crossover layer is uniform in [1, n_latent - 1]. All draws come from ``generator``.
+    """
+    u = torch.rand((), generator=generator).item()
+    if prob > 0 and u < prob:
+        z = torch.randn(2, batch, style_dim, generator=generator).to(device)
+        cut = int(torch.randint(1, n_latent, (), generator=generator))
+        return [z[0], z[1]], cut
+    return [torch.randn(batch, style_dim, generator=generator).to(device)], None
+
+
+@dataclass(frozen=True)
+class LazyRegularization:
+    """Adam settings corrected for a regularizer applied every ``interval`` minibatches.
+
+    StyleGAN2: with ``ratio = k / (k + 1)``, lr -> lr * ratio and betas -> betas ** ratio; the
+    penalty itself is multiplied by k when it runs.
+    """
+
+    interval: int
+    lr: float
+    betas: tuple[float, float] = (0.0, 0.99)
+
+    @property
+    def ratio(self) -> float:
+        return self.interval / (self.interval + 1) if self.interval > 0 else 1.0
+
+    def adam_kwargs(self) -> dict:
+        r = self.ratio
+        return {"lr": self.lr * r, "betas": (self.betas[0] ** r, self.betas[1] ** r)}
+
+    def due(self, step: int) -> bool:
+        """Whether the regularizer runs on minibatch ``step`` (0-based)."""
+        return self.interval > 0 and step % self.interval == 0

@@ -1,0 +1,111 @@
+"""``train(cfg)``: build the data, module, callbacks, loggers and trainer of a composed config and
+fit. Called by ``python -m gpen_lightning stage=prior|finetune`` and directly by tests."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from gpen_lightning.training.callbacks import AtomicCheckpointIO, KimgCheckpoint, SampleGrid
+
+__all__ = ["train"]
+
+log = logging.getLogger(__name__)
+
+# Manual optimization alternates G and D, so some parameters get no gradient in a given
+# backward pass: plain DDP would wait for them forever.
+_DDP_STRATEGY = "ddp_find_unused_parameters_true"
+
+
+def _instantiate_all(node: DictConfig | None) -> list[Any]:
+    """A dict of ``_target_`` configs (``None`` entries skipped) -> list of objects."""
+    if not node:
+        return []
+    return [instantiate(v, _convert_="all") for v in node.values() if v is not None]
+
+
+def _is_multi_device(trainer_cfg: DictConfig) -> bool:
+    devices, nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1)
+    single = devices in (1, "1", "auto") or (OmegaConf.is_list(devices) and len(devices) == 1)
+    return not single or (nodes or 1) > 1
+
+
+def _trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+    overrides: dict[str, Any] = {}
+    if cfg.trainer.get("strategy", "auto") in ("auto", "ddp") and _is_multi_device(cfg.trainer):
+        overrides["strategy"] = _DDP_STRATEGY
+    plugins = [instantiate(p, _convert_="all") for p in cfg.trainer.get("plugins") or []]
+    return instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[*plugins, AtomicCheckpointIO()],
+        _convert_="all",
+        **overrides,
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit the stage's module on its data as configured; return where things were written.
+
+    Returns:
+        ``{"output_dir", "checkpoint", "export", "samples", "kimg", "diverged", "metrics"}``
+        (paths as strings or None, ``metrics``: the last logged values as floats).
+    """
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={cfg.ckpt_path} does not exist; give a Lightning checkpoint such as "
+            "outputs/prior/runs/<timestamp>/checkpoints/last.ckpt"
+        )
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.data, _convert_="all")
+    module = instantiate(cfg.module, _convert_="all")
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer = _trainer(cfg, callbacks, loggers)
+    if trainer.is_global_zero:
+        (Path(cfg.paths.output_dir)).mkdir(parents=True, exist_ok=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    finally:
+        if "wandb" in sys.modules and any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+            sys.modules["wandb"].finish()  # one wandb run per job, also under multirun
+
+    ckpt = next((c for c in callbacks if isinstance(c, KimgCheckpoint)), None)
+    samples = next((c for c in callbacks if isinstance(c, SampleGrid)), None)
+    export = ckpt.export_path if ckpt is not None and ckpt.export_path else None
+    result = {
+        "output_dir": str(cfg.paths.output_dir),
+        "checkpoint": str(ckpt.last_path) if ckpt is not None and ckpt.last_path else None,
+        "export": str(export) if export is not None and export.is_file() else None,
+        "samples": str(samples.dirpath) if samples is not None and samples.written else None,
+        "kimg": int(getattr(module, "images_seen", 0)) / 1000,
+        "diverged": bool(getattr(module, "diverged", False)),
+        "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
+    }
+    _report(result, trainer)
+    return result
+
+
+@rank_zero_only
+def _report(result: dict[str, Any], trainer: L.Trainer) -> None:
+    lines = [
+        f"\n{'Run diverged' if result['diverged'] else 'Done'}: {result['kimg']:.3f} kimg, "
+        f"{trainer.global_step} optimizer steps.",
+        f"  outputs     {result['output_dir']}",
+    ]
+    for key, label in (("samples", "samples"), ("checkpoint", "checkpoint"), ("export", "weights")):
+        if result[key]:
+            lines.append(f"  {label:<11} {result[key]}")
+    if result["checkpoint"]:
+        lines.append(f"  resume with ckpt_path={result['checkpoint']}")
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,19 @@
+"""Lightning orchestration of the training stages: modules, callbacks, EMA and gradient helpers.
+
+The maths lives in ``gpen_lightning.losses`` and the networks in ``gpen_lightning.zoo``.
+"""
+
+from gpen_lightning.training.callbacks import AtomicCheckpointIO, KimgCheckpoint, SampleGrid
+from gpen_lightning.training.ema import ema_beta, update_ema
+from gpen_lightning.training.grads import zero_nonfinite_grads
+from gpen_lightning.training.prior import PriorModule
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "KimgCheckpoint",
+    "PriorModule",
+    "SampleGrid",
+    "ema_beta",
+    "update_ema",
+    "zero_nonfinite_grads",
+]

@@ -1,0 +1,144 @@
+"""Callbacks driven by progress in images (kimg): sample grids, checkpoints and weight exports.
+
+They work with any module that exposes ``images_seen`` (a tensor or int), ``sample_images()``
+(an image batch in [-1, 1]) and ``export_weights(path)``; ``diverged`` (bool) suppresses saving.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torchvision.utils import make_grid, save_image
+
+from gpen_lightning.io import atomic_save, atomic_write
+
+__all__ = ["AtomicCheckpointIO", "KimgCheckpoint", "SampleGrid"]
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary file and renamed: never half-written."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options=None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_save(checkpoint, path)
+
+
+class _KimgTicker(L.Callback):
+    """Fires ``_fire`` each time ``images_seen`` crosses a multiple of ``every_kimg``."""
+
+    def __init__(self, every_kimg: float) -> None:
+        if every_kimg <= 0:
+            raise ValueError(f"every_kimg must be > 0, got {every_kimg}")
+        self.every_images = every_kimg * 1000
+        self._last: int | None = None
+
+    def _tick(self, module: L.LightningModule) -> int:
+        return math.floor(int(module.images_seen) / self.every_images)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = self._tick(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        tick = self._tick(pl_module)
+        if self._last is not None and tick > self._last:
+            self._last = tick
+            self._fire(trainer, pl_module)
+
+    def _fire(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        raise NotImplementedError
+
+
+class SampleGrid(_KimgTicker):
+    """Sample grids from the module's fixed latents, every ``every_kimg``, at start and at end.
+
+    Written to ``dirpath/kimg_XXXXXX.png`` (rank zero, atomically) and sent to the loggers that
+    take images (wandb, TensorBoard).
+    """
+
+    def __init__(self, *, dirpath: str | os.PathLike[str], every_kimg: float = 1.0) -> None:
+        super().__init__(every_kimg)
+        self.dirpath = Path(dirpath)
+        self.written: list[Path] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        if int(pl_module.images_seen) == 0:
+            self._fire(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._fire(trainer, pl_module)
+
+    def _fire(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        images = pl_module.sample_images().float().cpu()  # (N, 3, S, S) in [-1, 1]
+        nrow = max(1, round(math.sqrt(images.shape[0])))
+        grid = make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1))
+        kimg = int(pl_module.images_seen) / 1000
+        path = self.dirpath / f"kimg_{kimg:010.3f}.png"
+        atomic_write(path, lambda tmp: save_image(grid, tmp, format="png"))
+        self.written.append(path)
+        for logger in trainer.loggers:
+            _log_image(logger, grid, step=trainer.global_step, kimg=kimg)
+
+
+def _log_image(logger: Any, grid: torch.Tensor, *, step: int, kimg: float) -> None:
+    if hasattr(logger, "log_image"):  # WandbLogger
+        logger.log_image(key="samples", images=[grid], step=step, caption=[f"kimg {kimg:.3f}"])
+    elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoardLogger
+        logger.experiment.add_image("samples", grid, global_step=step)
+
+
+class KimgCheckpoint(_KimgTicker):
+    """Lightning checkpoints every ``every_kimg`` and at the end, plus the module's weight export.
+
+    Writes ``dirpath/last.ckpt`` (resume with ``ckpt_path=``), optionally a kept snapshot
+    ``dirpath/kimg_XXXXXX.ckpt``, and ``export_path`` through ``module.export_weights``. Nothing
+    is written once the module reports ``diverged`` or holds non-finite weights, so the last good
+    files stay.
+    """
+
+    def __init__(
+        self,
+        *,
+        dirpath: str | os.PathLike[str],
+        every_kimg: float = 1.0,
+        snapshots: bool = True,
+        export_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(every_kimg)
+        self.dirpath = Path(dirpath)
+        self.snapshots = snapshots
+        self.export_path = Path(export_path) if export_path is not None else None
+        self.last_path: Path | None = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._fire(trainer, pl_module)
+
+    def _fire(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(pl_module, "diverged", False):
+            log.warning("not saving: the run diverged; the previous checkpoint is kept")
+            return
+        if not all(bool(torch.isfinite(p).all()) for p in pl_module.parameters()):
+            log.warning("not saving: the weights hold NaN/inf; the previous checkpoint is kept")
+            return
+        last = self.dirpath / "last.ckpt"
+        trainer.save_checkpoint(last, weights_only=False)
+        self.last_path = last
+        if self.snapshots:
+            kimg = int(pl_module.images_seen) / 1000
+            trainer.save_checkpoint(self.dirpath / f"kimg_{kimg:010.3f}.ckpt", weights_only=False)
+        if self.export_path is not None and trainer.is_global_zero:
+            pl_module.export_weights(self.export_path)

@@ -21,6 +21,8 @@ GROUPS = sorted(
 FAST = [
     "logger=csv",
     "model.recipe.prior_kimg=0.1",
+    "model.recipe.finetune_kimg=0.1",
+    "data.val_fraction=0.2",
     "model.recipe.sample_every_kimg=0.05",
     "model.recipe.ckpt_every_kimg=0.05",
     "data.synthetic_length=64",
@@ -38,10 +40,13 @@ def _options(group: str) -> list[str]:
     [f"{g}={o}" for g in [*GROUPS, "stage"] for o in _options(g)],
 )
 def test_every_config_option_composes_and_resolves(override, tmp_path):
-    extra = ["data.root=/data/ffhq"] if override in ("data=folder", "experiment=ffhq512") else []
+    needs_root = ("data=folder", "experiment=ffhq512", "experiment=gpen512_paper")
+    extra = ["data.root=/data/ffhq"] if override in needs_root else []
     cfg = compose([override, f"paths.output_dir={tmp_path}", *extra])
     OmegaConf.resolve(cfg)  # every interpolation resolves (no missing mandatory value)
-    assert cfg.task_name == "prior"
+    stage = {"stage=finetune": "finetune", "experiment=gpen512_paper": "finetune"}
+    assert cfg.task_name == stage.get(override, "prior")
+    assert cfg.module._target_.endswith({"prior": "PriorModule"}.get(cfg.task_name, "Module"))
     assert cfg.data.size == cfg.model.size
     assert OmegaConf.missing_keys(cfg) == set()
 
@@ -166,3 +171,28 @@ def test_sample_grids_reach_image_loggers(tmp_path):
     _log_image(wb, grid, step=3, kimg=0.5)
     (call,) = wb.calls
     assert call["key"] == "samples" and call["step"] == 3 and call["images"][0] is grid
+
+
+def test_finetune_right_after_the_prior_stage_with_no_other_argument(tmp_path):
+    prior = _cli(FAST, tmp_path)
+    assert prior.returncode == 0, prior.stderr[-3000:]
+    (prior_pt,) = (tmp_path / "outputs" / "prior" / "runs").glob("*/prior.pt")
+    proc = _cli(["stage=finetune", *FAST], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "finetune" / "runs").iterdir()
+    log = (run / "finetune.log").read_text()
+    assert f"initialised prior -> decoder, discriminator from {prior_pt}" in log
+    assert (run / "gpen.pt").is_file() and (run / "gpen-official.pth").is_file()
+    assert "validation (last): l1" in proc.stdout
+    # DDP with 2 gloo processes, same prior
+    ddp = _cli(["stage=finetune", "trainer=ddp_sim", *FAST], tmp_path)
+    assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "finetune" / "runs").iterdir())
+    assert len(runs) == 2
+    new = next(r for r in runs if r != run)
+    seen = int(
+        torch.load(new / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"][
+            "images_seen"
+        ]
+    )
+    assert seen % 16 == 0 and seen >= 100

@@ -15,7 +15,7 @@ __all__ = ["main", "run"]
 
 log = logging.getLogger(__name__)
 
-TRAINING_STAGES = ("prior",)
+TRAINING_STAGES = ("prior", "finetune")
 
 
 def _single_log_stream() -> None:

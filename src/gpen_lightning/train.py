@@ -74,8 +74,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = _trainer(cfg, callbacks, loggers)
     if trainer.is_global_zero:
         (Path(cfg.paths.output_dir)).mkdir(parents=True, exist_ok=True)
+    resuming = bool(cfg.get("ckpt_path"))
+    before = after = None
     try:
+        if cfg.get("validate_first") and not resuming:
+            before = _scalars(trainer.validate(module, datamodule=datamodule, verbose=False))
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if cfg.get("validate_last") and not getattr(module, "diverged", False):
+            after = _scalars(trainer.validate(module, datamodule=datamodule, verbose=False))
     finally:
         if "wandb" in sys.modules and any(type(lg).__name__ == "WandbLogger" for lg in loggers):
             sys.modules["wandb"].finish()  # one wandb run per job, also under multirun
@@ -90,10 +97,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "samples": str(samples.dirpath) if samples is not None and samples.written else None,
         "kimg": int(getattr(module, "images_seen", 0)) / 1000,
         "diverged": bool(getattr(module, "diverged", False)),
-        "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
+        "metrics": metrics,
+        "validation_first": before,
+        "validation_last": after,
     }
     _report(result, trainer)
     return result
+
+
+def _scalars(results: list[dict] | None) -> dict[str, float] | None:
+    return {k: float(v) for k, v in results[0].items()} if results else None
 
 
 @rank_zero_only
@@ -106,6 +119,10 @@ def _report(result: dict[str, Any], trainer: L.Trainer) -> None:
     for key, label in (("samples", "samples"), ("checkpoint", "checkpoint"), ("export", "weights")):
         if result[key]:
             lines.append(f"  {label:<11} {result[key]}")
+    for key, label in (("validation_first", "first"), ("validation_last", "last")):
+        if result[key]:
+            vals = ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in sorted(result[key].items()))
+            lines.append(f"  validation ({label}): {vals}")
     if result["checkpoint"]:
         lines.append(f"  resume with ckpt_path={result['checkpoint']}")
     print("\n".join(lines), flush=True)

@@ -2,6 +2,7 @@
 
 ``gan``: the StyleGAN2 recipe of the prior stage (non-saturating logistic loss, lazy R1, path-length
 regularization, style-mixing latents) and its lazy-regularization optimizer correction.
+``restoration``: the fine-tuning losses (content L1 / smooth-L1, discriminator feature matching).
 """
 
 from gpen_lightning.losses.gan import (
@@ -12,10 +13,13 @@ from gpen_lightning.losses.gan import (
     path_length_penalty,
     r1_penalty,
 )
+from gpen_lightning.losses.restoration import content_loss, feature_matching_loss
 
 __all__ = [
     "LazyRegularization",
+    "content_loss",
     "d_logistic_loss",
+    "feature_matching_loss",
     "g_nonsaturating_loss",
     "mixing_latents",
     "path_length_penalty",

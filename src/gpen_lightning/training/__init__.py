@@ -3,17 +3,22 @@
 The maths lives in ``gpen_lightning.losses`` and the networks in ``gpen_lightning.zoo``.
 """
 
+from gpen_lightning.training.base import GANModule
 from gpen_lightning.training.callbacks import AtomicCheckpointIO, KimgCheckpoint, SampleGrid
 from gpen_lightning.training.ema import ema_beta, update_ema
+from gpen_lightning.training.finetune import FinetuneModule, latest_prior
 from gpen_lightning.training.grads import zero_nonfinite_grads
 from gpen_lightning.training.prior import PriorModule
 
 __all__ = [
     "AtomicCheckpointIO",
+    "FinetuneModule",
+    "GANModule",
     "KimgCheckpoint",
     "PriorModule",
     "SampleGrid",
     "ema_beta",
+    "latest_prior",
     "update_ema",
     "zero_nonfinite_grads",
 ]

@@ -84,7 +84,7 @@ class SampleGrid(_KimgTicker):
         if not trainer.is_global_zero:
             return
         images = pl_module.sample_images().float().cpu()  # (N, 3, S, S) in [-1, 1]
-        nrow = max(1, round(math.sqrt(images.shape[0])))
+        nrow = getattr(pl_module, "sample_nrow", None) or max(1, round(math.sqrt(len(images))))
         grid = make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1))
         kimg = int(pl_module.images_seen) / 1000
         path = self.dirpath / f"kimg_{kimg:010.3f}.png"

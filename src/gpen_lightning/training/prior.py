@@ -8,27 +8,20 @@ optimizer step (two to four per minibatch here).
 from __future__ import annotations
 
 import copy
-import logging
 import os
-import time
 from typing import Any
 
-import lightning as L
 import torch
-from torch import nn
 
 from gpen_lightning import losses
 from gpen_lightning.io import atomic_save
-from gpen_lightning.training.ema import ema_beta, update_ema
-from gpen_lightning.training.grads import zero_nonfinite_grads
+from gpen_lightning.training.base import GANModule
 from gpen_lightning.zoo.presets import build
 
 __all__ = ["PriorModule"]
 
-log = logging.getLogger(__name__)
 
-
-class PriorModule(L.LightningModule):
+class PriorModule(GANModule):
     """Pre-train the GPEN prior (generator with concatenated noise) against a discriminator.
 
     Args:
@@ -70,7 +63,6 @@ class PriorModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.automatic_optimization = False
         model = dict(model)
         name = model.pop("name")
         self.generator = build(name, "prior", **model)
@@ -78,28 +70,11 @@ class PriorModule(L.LightningModule):
         self.g_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.r1 = losses.LazyRegularization(r1_every if r1_gamma > 0 else 0, lr, tuple(betas))
         self.pl = losses.LazyRegularization(pl_every if pl_weight > 0 else 0, lr, tuple(betas))
-        # Progress and regularizer state: buffers, so checkpoints restore them exactly.
-        for name_ in ("images_seen", "batches", "r1_steps", "pl_steps"):
-            self.register_buffer(name_, torch.zeros((), dtype=torch.long))
-        for name_ in ("nonfinite_grads", "nonfinite_losses"):
-            self.register_buffer(name_, torch.zeros((), dtype=torch.long))
-        self.register_buffer("pl_mean", torch.zeros(()))
-        self.diverged = False
-        self._nan_streak = 0
-        self._tick: tuple[float, int] | None = None
-
-    # ----------------------------------------------------------------------------------------
-    @property
-    def kimg(self) -> float:
-        return int(self.images_seen) / 1000.0
 
     def configure_optimizers(self):
         g_opt = torch.optim.Adam(self.generator.parameters(), **self.pl.adam_kwargs())
         d_opt = torch.optim.Adam(self.discriminator.parameters(), **self.r1.adam_kwargs())
         return g_opt, d_opt
-
-    def _scaler(self) -> torch.amp.GradScaler | None:
-        return getattr(self.trainer.precision_plugin, "scaler", None)
 
     def _latents(self, batch: int) -> tuple[list[torch.Tensor], int | None]:
         return losses.mixing_latents(
@@ -109,23 +84,6 @@ class PriorModule(L.LightningModule):
             n_latent=self.generator.n_latent,
             device=self.device,
         )
-
-    def _finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite on every process (so all skip or all step together)."""
-        ok = bool(torch.isfinite(loss.detach()).all())
-        return bool(self.trainer.strategy.reduce_boolean_decision(ok, all=True))
-
-    def _step(self, opt, loss: torch.Tensor, module: nn.Module) -> bool:
-        """Backward + step on ``opt`` unless the loss is non-finite; non-finite grads are zeroed."""
-        opt.zero_grad(set_to_none=True)
-        if not self._finite(loss):
-            self.nonfinite_losses += 1
-            return False
-        self.manual_backward(loss)
-        if self._scaler() is None:  # 16-mixed: the GradScaler detects and skips overflows itself
-            self.nonfinite_grads += zero_nonfinite_grads(module.parameters())
-        opt.step()
-        return True
 
     # ----------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -159,48 +117,7 @@ class PriorModule(L.LightningModule):
         if self.pl.due(step):
             self._pl_step(b, g_opt, logs)
         self.untoggle_optimizer(g_opt)
-
-        # EMA and progress, in images over all processes.
-        global_batch = b * self.trainer.world_size
-        beta = ema_beta(
-            global_batch,
-            half_life_kimg=self.hparams.ema_half_life_kimg,
-            images_seen=int(self.images_seen),
-            rampup=self.hparams.ema_rampup,
-        )
-        update_ema(self.g_ema, self.generator, beta)
-        self.images_seen += global_batch
-        self.batches += 1
-        self._nan_streak = 0 if ok else self._nan_streak + 1
-
-        now = time.perf_counter()
-        if self._tick is not None:
-            t0, n0 = self._tick
-            logs["perf/img_per_sec"] = (int(self.images_seen) - n0) / max(now - t0, 1e-9)
-        self._tick = (now, int(self.images_seen))
-        logs["progress/kimg"] = self.kimg
-        logs["train/ema_beta"] = beta
-        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=b)
-        self.log_dict(
-            {"kimg": self.kimg, "d": logs["train/loss_d"], "g": logs["train/loss_g"]},
-            prog_bar=True,
-            logger=False,
-            batch_size=b,
-        )
-
-    def _r1_step(self, real: torch.Tensor, d_opt, logs: dict) -> None:
-        """Lazy R1 on reals, weighted gamma/2 * interval."""
-
-        def compute(scaler):
-            real_ = real.detach().requires_grad_(True)
-            logits = self.discriminator(real_)
-            r1 = losses.r1_penalty(logits, real_, scaler=scaler)
-            return self.hparams.r1_gamma / 2 * r1 * self.r1.interval + 0 * logits.sum(), r1
-
-        loss, r1 = self._penalty(compute)
-        if self._step(d_opt, loss, self.discriminator):
-            self.r1_steps += 1
-        logs["train/r1"] = r1.detach()
+        self._advance(b, ok, self.generator, logs)
 
     def _pl_step(self, batch: int, g_opt, logs: dict) -> None:
         """Lazy path-length regularization on a shrunk batch, weighted w * interval."""
@@ -226,32 +143,6 @@ class PriorModule(L.LightningModule):
             self.pl_steps += 1
         logs["train/pl_penalty"] = penalty.detach()
         logs["train/path_length"] = lengths.mean()
-
-    def _penalty(self, compute):
-        """``compute(scaler) -> (loss, aux)``. Under ``16-mixed`` the inner gradient of a penalty
-        is taken on the scaled output and can overflow fp16: then back the scale off (as the
-        GradScaler does after an overflowing step) and recompute, up to 16 times."""
-        scaler = self._scaler()
-        for _ in range(16):
-            loss, aux = compute(scaler)
-            if scaler is None or not scaler.is_enabled() or self._finite(loss):
-                break
-            scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
-        return loss, aux
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        limit = self.hparams.max_nan_streak
-        if limit and self._nan_streak >= limit:
-            self.diverged = True
-            self.trainer.should_stop = True
-            log.error(
-                "stopping: %d consecutive minibatches had a non-finite loss (their steps were "
-                "skipped); the last checkpoint written before this point is kept. Lower the "
-                "learning rate or try trainer.precision=32-true.",
-                self._nan_streak,
-            )
-        if self.images_seen >= self.hparams.max_kimg * 1000:
-            self.trainer.should_stop = True
 
     # ----------------------------------------------------------------------------------------
     @torch.no_grad()

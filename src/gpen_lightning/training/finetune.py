@@ -1,0 +1,299 @@
+"""``FinetuneModule``: stage 2 of GPEN, the prior embedded as the decoder of the U-shaped network,
+fine-tuned on synthetic LQ/HQ pairs with ``L = L_A + alpha L_C + beta L_F`` (spec section 3)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from gpen_lightning import losses
+from gpen_lightning.io import atomic_save
+from gpen_lightning.training.base import GANModule
+from gpen_lightning.zoo.generator import Generator
+from gpen_lightning.zoo.gpen import GPEN
+from gpen_lightning.zoo.official import (
+    CheckpointMismatchError,
+    export_official,
+    load_official,
+)
+from gpen_lightning.zoo.presets import build
+
+__all__ = ["FinetuneModule", "latest_prior"]
+
+log = logging.getLogger(__name__)
+
+
+def latest_prior(root: str | os.PathLike[str]) -> Path:
+    """The newest ``prior.pt`` written by ``stage=prior`` under ``root/prior`` (runs and sweeps)."""
+    found = sorted(Path(root, "prior").rglob("prior.pt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(
+            f"module.init=auto found no prior under {Path(root, 'prior')}: run `make train` "
+            "(python -m gpen_lightning stage=prior) first, or pass module.init=PATH (a prior.pt, "
+            "or an official GPEN .pth to continue training it), or module.init=none"
+        )
+    return found[-1]
+
+
+class FinetuneModule(GANModule):
+    """Fine-tune GPEN: encoder (fresh) + decoder (the prior) against the prior's discriminator.
+
+    Args:
+        model: zoo preset, ``{"name": ..., **field overrides}``.
+        init: ``"auto"`` (the newest ``prior.pt`` under ``init_root/prior``), a path to an exported
+            prior or an official GPEN checkpoint (continues training it, encoder included), or
+            ``None`` / ``"none"`` (random decoder: ablations and tests).
+        init_root: where ``auto`` looks (the runs root, ``paths.log_dir``).
+        init_discriminator: optional separate D file (e.g. the official ``-D`` release).
+        lr, lr_ratio, betas: encoder lr (0.002) and encoder : decoder : D (100 : 10 : 1); Adam.
+        adv_weight, content, content_weight, fm_weight: ``L_A`` weight, ``"l1"`` (paper) or
+            ``"smooth_l1"`` (official script) and alpha (1), beta of ``L_F`` (0.02).
+        r1_gamma, r1_every, pl_weight, pl_every, pl_decay, pl_batch_shrink: optional
+            regularizers of the official script (off: 0).
+        freeze_prior: keep the decoder fixed (ablation).
+        stddev_group: minibatch-stddev group of D.
+        ema_half_life_kimg, ema_rampup: EMA of the whole GPEN.
+        max_kimg, max_nan_streak: stop conditions (see ``GANModule``).
+        n_samples: faces in the [LQ | output | HQ] grids (from the validation set).
+        val_ema: validate and sample with the EMA network (else the trained one).
+    """
+
+    sample_nrow = 3  # grids show LQ | output | HQ per row
+
+    def __init__(
+        self,
+        *,
+        model: dict[str, Any],
+        init: str | None = "auto",
+        init_root: str = "outputs",
+        init_discriminator: str | None = None,
+        lr: float = 0.002,
+        lr_ratio: tuple[float, float, float] = (100.0, 10.0, 1.0),
+        betas: tuple[float, float] = (0.0, 0.99),
+        adv_weight: float = 1.0,
+        content: Literal["l1", "smooth_l1"] = "l1",
+        content_weight: float = 1.0,
+        fm_weight: float = 0.02,
+        r1_gamma: float = 0.0,
+        r1_every: int = 16,
+        pl_weight: float = 0.0,
+        pl_every: int = 4,
+        pl_decay: float = 0.01,
+        pl_batch_shrink: int = 2,
+        freeze_prior: bool = False,
+        stddev_group: int | None = 4,
+        ema_half_life_kimg: float = 10.0,
+        ema_rampup: float | None = None,
+        max_kimg: float = 1.0,
+        max_nan_streak: int = 20,
+        n_samples: int = 8,
+        val_ema: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        arch = dict(model)
+        name = arch.pop("name")
+        self.gpen: GPEN = build(name, "generator", **arch)
+        self.discriminator = build(name, "discriminator", stddev_group=stddev_group, **arch)
+        self.g_ema = copy.deepcopy(self.gpen).requires_grad_(False)
+        if freeze_prior:
+            self.gpen.generator.requires_grad_(False)
+        e, dec, d = lr_ratio
+        self.lrs = {"encoder": lr, "decoder": lr * dec / e, "discriminator": lr * d / e}
+        self.r1 = losses.LazyRegularization(r1_every if r1_gamma > 0 else 0, 1.0, tuple(betas))
+        self.pl = losses.LazyRegularization(pl_every if pl_weight > 0 else 0, 1.0, tuple(betas))
+        self.weights = {"adv": adv_weight, "content": content_weight, "fm": fm_weight}
+        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
+        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.val_psnr_input = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
+        self._initialized = False
+        self._samples: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # -- initialisation from a prior or an official checkpoint --------------------------------
+    def setup(self, stage: str) -> None:
+        resuming = self._trainer is not None and self.trainer.ckpt_path is not None
+        if not self._initialized and not resuming:
+            self.init_weights()
+
+    def init_weights(self) -> str | None:
+        """Load the decoder and D from ``init`` (see the class docs); return the source used."""
+        self._initialized = True
+        init = self.hparams.init
+        if init is None or str(init).lower() == "none":
+            return None
+        path = latest_prior(self.hparams.init_root) if init == "auto" else Path(init)
+        net = load_official(path)
+        try:
+            if isinstance(net, Generator):
+                self.gpen.generator.load_state_dict(net.state_dict())
+                what = "prior -> decoder"
+            elif isinstance(net, GPEN):
+                self.gpen.load_state_dict(net.state_dict())
+                what = "GPEN (encoder and decoder)"
+            else:
+                raise CheckpointMismatchError(f"{path} holds a discriminator, not a prior or GPEN")
+        except RuntimeError as err:
+            raise CheckpointMismatchError(
+                f"{path} does not fit model {self.hparams.model} (noise_mode, size and preset must "
+                f"match the prior's): {str(err).splitlines()[0]}"
+            ) from None
+        explicit = self.hparams.init_discriminator
+        try:
+            disc = load_official(explicit or path, part="discriminator")
+            self.discriminator.load_state_dict(disc.state_dict())
+            what += ", discriminator"
+        except (KeyError, CheckpointMismatchError):
+            if explicit:  # asked for by name: a wrong file is an error
+                raise
+            log.warning(
+                "%s has no discriminator; D starts from random weights (give the official "
+                "-D file with module.init_discriminator=PATH)",
+                path,
+            )
+        self.g_ema.load_state_dict(self.gpen.state_dict())
+        log.info("initialised %s from %s", what, path)
+        return str(path)
+
+    # -- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self):
+        g = self.gpen
+        enc = [p for m in (*g.encoder, g.final_linear) for p in m.parameters()]
+        groups = [{"params": enc, "lr": self.lrs["encoder"], "name": "encoder"}]
+        if not self.hparams.freeze_prior:
+            dec = list(g.generator.parameters())
+            groups.append({"params": dec, "lr": self.lrs["decoder"], "name": "decoder"})
+        g_kw, d_kw = self.pl.adam_kwargs(), self.r1.adam_kwargs()  # lazy-reg corrections
+        for group in groups:
+            group["lr"] *= g_kw["lr"]
+        g_opt = torch.optim.Adam(groups, betas=g_kw["betas"])
+        d_opt = torch.optim.Adam(
+            self.discriminator.parameters(),
+            lr=self.lrs["discriminator"] * d_kw["lr"],
+            betas=d_kw["betas"],
+        )
+        return g_opt, d_opt
+
+    def generator_loss(
+        self, lq: torch.Tensor, hq: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """``L = w_A L_A + alpha L_C + beta L_F`` for a batch: (total, terms, output)."""
+        out = self.gpen(lq)
+        logits, fake_feats = self.discriminator(out, return_features=True)
+        with torch.no_grad():
+            _, real_feats = self.discriminator(hq, return_features=True)
+        terms = {
+            "adv": losses.g_nonsaturating_loss(logits),
+            "content": losses.content_loss(out, hq, kind=self.hparams.content),
+            "fm": losses.feature_matching_loss(fake_feats, real_feats),
+        }
+        total = sum(self.weights[k] * v for k, v in terms.items())
+        return total, terms, out
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        g_opt, d_opt = self.optimizers()
+        lq, hq = batch["lq"], batch["hq"]
+        b, step = lq.shape[0], int(self.batches)
+        logs: dict[str, torch.Tensor | float] = {}
+
+        self.toggle_optimizer(d_opt)
+        with torch.no_grad():
+            fake = self.gpen(lq)
+        loss_d = losses.d_logistic_loss(self.discriminator(hq), self.discriminator(fake))
+        ok = self._step(d_opt, loss_d, self.discriminator)
+        logs["train/loss_d"] = loss_d.detach()
+        if self.r1.due(step):
+            self._r1_step(hq, d_opt, logs)
+        self.untoggle_optimizer(d_opt)
+
+        self.toggle_optimizer(g_opt)
+        total, terms, _ = self.generator_loss(lq, hq)
+        ok &= self._step(g_opt, total, self.gpen)
+        logs["train/loss_g"] = total.detach()
+        logs.update({f"train/{k}": v.detach() for k, v in terms.items()})
+        if self.pl.due(step):
+            self._pl_step(lq, g_opt, logs)
+        self.untoggle_optimizer(g_opt)
+        self._advance(b, ok, self.gpen, logs)
+
+    def _pl_step(self, lq: torch.Tensor, g_opt, logs: dict) -> None:
+        """Path length of the decoder w.r.t. the encoder's latents (official script option)."""
+        lq = lq[: max(1, lq.shape[0] // self.hparams.pl_batch_shrink)]
+
+        def compute(scaler):
+            images, latents = self.gpen(lq, return_latents=True)
+            penalty, lengths, new_mean = losses.path_length_penalty(
+                images,
+                latents,
+                self.pl_mean,
+                decay=self.hparams.pl_decay,
+                scaler=scaler,
+                reduce_mean=lambda x: self.trainer.strategy.reduce(x, reduce_op="mean"),
+            )
+            loss = self.hparams.pl_weight * self.pl.interval * penalty + 0 * images.sum()
+            return loss, (penalty, lengths, new_mean)
+
+        loss, (penalty, lengths, new_mean) = self._penalty(compute)
+        if self._step(g_opt, loss, self.gpen):
+            self.pl_mean.copy_(new_mean)
+            self.pl_steps += 1
+        logs["train/pl_penalty"] = penalty.detach()
+        logs["train/path_length"] = lengths.mean()
+
+    # -- validation, samples, export --------------------------------------------------------
+    def _net(self) -> GPEN:
+        return self.g_ema if self.hparams.val_ema else self.gpen
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        lq, hq = batch["lq"], batch["hq"]
+        out = self._net()(lq).float().clamp(-1, 1)
+        to01 = lambda x: (x.float() + 1) / 2  # noqa: E731
+        self.val_psnr(to01(out), to01(hq))
+        self.val_ssim(to01(out), to01(hq))
+        self.val_psnr_input(to01(lq), to01(hq))
+        b = lq.shape[0]
+        metrics = {
+            "val/psnr": self.val_psnr,
+            "val/ssim": self.val_ssim,
+            "val/psnr_input": self.val_psnr_input,
+            "val/l1": (out - hq.float()).abs().mean() / 2,  # on [0, 1]
+        }
+        self.log_dict(metrics, on_epoch=True, batch_size=b, sync_dist=True)
+
+    @torch.no_grad()
+    def sample_images(self) -> torch.Tensor:
+        """[LQ, output, HQ] for the first ``n_samples`` validation faces: (3n, 3, S, S)."""
+        if self._samples is None:
+            dm = self.trainer.datamodule
+            batch = next(iter(dm.val_dataloader()))
+            batch = {k: v[: self.hparams.n_samples] for k, v in batch.items()}
+            batch = dm.degrade(batch, train=False)
+            self._samples = (batch["lq"], batch["hq"])
+        lq, hq = (x.to(self.device) for x in self._samples)
+        net = self._net()
+        was_training = net.training
+        net.eval()
+        out = net(lq).float().clamp(-1, 1)
+        net.train(was_training)
+        return torch.stack([lq.float(), out, hq.float()], 1).flatten(0, 1)
+
+    def export_weights(self, path: str | os.PathLike[str]) -> None:
+        """``path``: ``{"g_ema", "g", "d", "meta"}`` (ours; ``load_official`` reads it) and, next
+        to it, ``<stem>-official.pth``: the EMA GPEN in the official layout, which the official
+        demo code loads as it loads a released GPEN-BFR file."""
+        cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}  # noqa: E731
+        meta = {
+            "format": "gpen-lightning-gpen",
+            "model": dict(self.hparams.model),
+            "kimg": self.kimg,
+            "images_seen": int(self.images_seen),
+        }
+        state = {"g_ema": cpu(self.g_ema), "g": cpu(self.gpen), "d": cpu(self.discriminator)}
+        atomic_save({**state, "meta": meta}, path)
+        path = Path(path)
+        export_official(self.g_ema, path.with_name(f"{path.stem}-official.pth"))

@@ -42,9 +42,15 @@ def _options(group: str) -> list[str]:
 def test_every_config_option_composes_and_resolves(override, tmp_path):
     needs_root = ("data=folder", "experiment=ffhq512", "experiment=gpen512_paper")
     extra = ["data.root=/data/ffhq"] if override in needs_root else []
+    if override == "experiment=gpen512_official":
+        extra = ["data.root=/data/ffhq", "module.id_weights=/w/model_ir_se50.pth"]
     cfg = compose([override, f"paths.output_dir={tmp_path}", *extra])
     OmegaConf.resolve(cfg)  # every interpolation resolves (no missing mandatory value)
-    stage = {"stage=finetune": "finetune", "experiment=gpen512_paper": "finetune"}
+    stage = {
+        "stage=finetune": "finetune",
+        "experiment=gpen512_paper": "finetune",
+        "experiment=gpen512_official": "finetune",
+    }
     assert cfg.task_name == stage.get(override, "prior")
     assert cfg.module._target_.endswith({"prior": "PriorModule"}.get(cfg.task_name, "Module"))
     assert cfg.data.size == cfg.model.size

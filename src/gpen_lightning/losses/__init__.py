@@ -2,7 +2,9 @@
 
 ``gan``: the StyleGAN2 recipe of the prior stage (non-saturating logistic loss, lazy R1, path-length
 regularization, style-mixing latents) and its lazy-regularization optimizer correction.
-``restoration``: the fine-tuning losses (content L1 / smooth-L1, discriminator feature matching).
+``restoration``: the fine-tuning losses (content L1 / smooth-L1, discriminator feature matching,
+ArcFace identity). ``networks``: the pretrained networks of the optional losses and metrics
+(IR-SE ArcFace, LPIPS, FID Inception), loaded from local files only.
 """
 
 from gpen_lightning.losses.gan import (
@@ -13,14 +15,17 @@ from gpen_lightning.losses.gan import (
     path_length_penalty,
     r1_penalty,
 )
-from gpen_lightning.losses.restoration import content_loss, feature_matching_loss
+from gpen_lightning.losses.networks import MissingWeightsError
+from gpen_lightning.losses.restoration import content_loss, feature_matching_loss, identity_loss
 
 __all__ = [
     "LazyRegularization",
+    "MissingWeightsError",
     "content_loss",
     "d_logistic_loss",
     "feature_matching_loss",
     "g_nonsaturating_loss",
+    "identity_loss",
     "mixing_latents",
     "path_length_penalty",
     "r1_penalty",

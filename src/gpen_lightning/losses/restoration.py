@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-__all__ = ["content_loss", "feature_matching_loss"]
+__all__ = ["content_loss", "feature_matching_loss", "identity_loss"]
 
 
 def content_loss(
@@ -43,3 +43,19 @@ def feature_matching_loss(
         (F.l1_loss(f.float(), r.detach().float()) for f, r in zip(fake_features, real_features)),
         start=torch.zeros((), device=fake_features[0].device),
     )
+
+
+def identity_loss(
+    embed: torch.nn.Module, output: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """1 - cos(ArcFace(output), ArcFace(target)), batch mean; faces FFHQ-aligned in [-1, 1].
+
+    ``embed`` maps the 112x112 crop to unit embeddings (``networks.IRSE``); the target side is
+    detached.
+    """
+    from gpen_lightning.losses.networks import face_crop_112
+
+    e_out = embed(face_crop_112(output.float()))
+    with torch.no_grad():
+        e_target = embed(face_crop_112(target.float()))
+    return (1 - (e_out * e_target).sum(1)).mean()

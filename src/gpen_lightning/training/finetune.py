@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from gpen_lightning import losses
 from gpen_lightning.io import atomic_save
+from gpen_lightning.losses import networks
 from gpen_lightning.training.base import GANModule
 from gpen_lightning.zoo.generator import Generator
 from gpen_lightning.zoo.gpen import GPEN
@@ -56,6 +58,11 @@ class FinetuneModule(GANModule):
             ``"smooth_l1"`` (official script) and alpha (1), beta of ``L_F`` (0.02).
         r1_gamma, r1_every, pl_weight, pl_every, pl_decay, pl_batch_shrink: optional
             regularizers of the official script (off: 0).
+        id_weight, id_weights: ArcFace identity loss (official script: 1) and the local IR-SE50
+            weights (``model_ir_se50.pth``); required when the weight is > 0.
+        lpips_weight, lpips_weights, lpips_net: LPIPS loss weight and the local torchvision
+            backbone file; with a file, validation also reports LPIPS.
+        fid_weights: local torch-fidelity Inception weights: validation also reports FID.
         freeze_prior: keep the decoder fixed (ablation).
         stddev_group: minibatch-stddev group of D.
         ema_half_life_kimg, ema_rampup: EMA of the whole GPEN.
@@ -86,6 +93,12 @@ class FinetuneModule(GANModule):
         pl_every: int = 4,
         pl_decay: float = 0.01,
         pl_batch_shrink: int = 2,
+        id_weight: float = 0.0,
+        id_weights: str | None = None,
+        lpips_weight: float = 0.0,
+        lpips_weights: str | None = None,
+        lpips_net: str = "alex",
+        fid_weights: str | None = None,
         freeze_prior: bool = False,
         stddev_group: int | None = 4,
         ema_half_life_kimg: float = 10.0,
@@ -109,6 +122,18 @@ class FinetuneModule(GANModule):
         self.r1 = losses.LazyRegularization(r1_every if r1_gamma > 0 else 0, 1.0, tuple(betas))
         self.pl = losses.LazyRegularization(pl_every if pl_weight > 0 else 0, 1.0, tuple(betas))
         self.weights = {"adv": adv_weight, "content": content_weight, "fm": fm_weight}
+        # Frozen loss/metric networks live outside the module tree: no checkpoint bloat, no DDP.
+        self.aux: dict[str, torch.nn.Module] = {}
+        if id_weight > 0:
+            self.aux["id"] = networks.load_identity(id_weights)
+            self.weights["id"] = id_weight
+        if lpips_weight > 0 or lpips_weights:
+            self.aux["lpips"] = networks.load_lpips(lpips_weights, lpips_net)
+            if lpips_weight > 0:
+                self.weights["lpips"] = lpips_weight
+        if fid_weights:
+            self.aux["fid"] = networks.load_fid(fid_weights)
+        self.val_lpips = MeanMetric()
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.val_psnr_input = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
@@ -117,6 +142,8 @@ class FinetuneModule(GANModule):
 
     # -- initialisation from a prior or an official checkpoint --------------------------------
     def setup(self, stage: str) -> None:
+        for net in self.aux.values():
+            net.to(self.device)
         resuming = self._trainer is not None and self.trainer.ckpt_path is not None
         if not self._initialized and not resuming:
             self.init_weights()
@@ -192,6 +219,10 @@ class FinetuneModule(GANModule):
             "content": losses.content_loss(out, hq, kind=self.hparams.content),
             "fm": losses.feature_matching_loss(fake_feats, real_feats),
         }
+        if "id" in self.weights:
+            terms["id"] = losses.identity_loss(self.aux["id"], out, hq)
+        if "lpips" in self.weights:
+            terms["lpips"] = self.aux["lpips"](out.float(), hq.float()).mean()
         total = sum(self.weights[k] * v for k, v in terms.items())
         return total, terms, out
 
@@ -263,7 +294,19 @@ class FinetuneModule(GANModule):
             "val/psnr_input": self.val_psnr_input,
             "val/l1": (out - hq.float()).abs().mean() / 2,  # on [0, 1]
         }
+        if "lpips" in self.aux:
+            self.val_lpips(self.aux["lpips"](out, hq.float()).flatten())
+            metrics["val/lpips"] = self.val_lpips
+        if "fid" in self.aux:
+            self.aux["fid"].update(to01(hq), real=True)
+            self.aux["fid"].update(to01(out), real=False)
         self.log_dict(metrics, on_epoch=True, batch_size=b, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        fid = self.aux.get("fid")
+        if fid is not None and fid.fake_features_num_samples > 1:
+            self.log("val/fid", fid.compute().float())
+            fid.reset()
 
     @torch.no_grad()
     def sample_images(self) -> torch.Tensor:

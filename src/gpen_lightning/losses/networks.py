@@ -1,0 +1,199 @@
+"""Pretrained networks behind the optional losses and metrics, loaded from local files only.
+
+- ``IRSE``: the ArcFace IR-SE face-embedding network (``model_ir_se50.pth``, the identity loss of
+  the official GPEN training script); depth and widths are read from the state dict.
+- ``load_lpips``: LPIPS with torchmetrics' bundled linear heads and a torchvision AlexNet / VGG16
+  backbone file (``alexnet-owt-7be5be79.pth`` / ``vgg16-397923af.pth``).
+- ``load_fid``: torchmetrics' FID with the local Inception weights of torch-fidelity
+  (``weights-inception-2015-12-05-6726825d.pth``).
+
+Nothing is downloaded: a missing file raises ``MissingWeightsError`` naming the file and how to
+get it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["IRSE", "MissingWeightsError", "load_fid", "load_identity", "load_lpips"]
+
+
+class MissingWeightsError(FileNotFoundError):
+    """An optional loss or metric was switched on without its weights file."""
+
+
+def _require(path: str | os.PathLike[str] | None, what: str, how: str) -> Path:
+    if not path:
+        raise MissingWeightsError(f"{what} is enabled but no weights file was given: {how}")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingWeightsError(f"{what}: weights file {path} does not exist; {how}")
+    return path
+
+
+class _SE(nn.Module):
+    def __init__(self, channels: int, reduction: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, channels // reduction, 1, bias=False)
+        self.fc2 = nn.Conv2d(channels // reduction, channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(w))))
+
+
+class _IRSEUnit(nn.Module):
+    """Residual unit: BN-conv-PReLU-conv(stride)-BN-SE plus a (projected) shortcut."""
+
+    def __init__(self, in_ch: int, depth: int, stride: int, reduction: int) -> None:
+        super().__init__()
+        if in_ch == depth:
+            self.shortcut_layer = nn.MaxPool2d(1, stride)
+        else:
+            self.shortcut_layer = nn.Sequential(
+                nn.Conv2d(in_ch, depth, 1, stride, bias=False), nn.BatchNorm2d(depth)
+            )
+        self.res_layer = nn.Sequential(
+            nn.BatchNorm2d(in_ch),
+            nn.Conv2d(in_ch, depth, 3, 1, 1, bias=False),
+            nn.PReLU(depth),
+            nn.Conv2d(depth, depth, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(depth),
+            _SE(depth, reduction),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.res_layer(x) + self.shortcut_layer(x)
+
+
+class IRSE(nn.Module):
+    """ArcFace IR-SE backbone (112x112 input): image (B, 3, 112, 112) in [-1, 1] -> unit
+    embedding (B, E).
+
+    Args:
+        widths: output channels of every residual unit in order; a unit whose width differs from
+            the previous one (and the first) starts a stage and has stride 2. IR-SE50 is
+            ``[64]*3 + [128]*4 + [256]*14 + [512]*3``.
+        stem: channels of the input layer; embedding: E; reduction: SE reduction.
+    """
+
+    def __init__(
+        self, widths: list[int], *, stem: int = 64, embedding: int = 512, reduction: int = 16
+    ) -> None:
+        super().__init__()
+        self.input_layer = nn.Sequential(
+            nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.PReLU(stem)
+        )
+        units, in_ch, prev = [], stem, None
+        for i, w in enumerate(widths):
+            units.append(_IRSEUnit(in_ch, w, 2 if (i == 0 or w != prev) else 1, reduction))
+            in_ch = prev = w
+        self.body = nn.Sequential(*units)
+        n_down = sum(1 for i, w in enumerate(widths) if i == 0 or w != widths[i - 1])
+        side = 112 // 2**n_down
+        self.output_layer = nn.Sequential(
+            nn.BatchNorm2d(in_ch),
+            nn.Dropout(0.4),
+            nn.Flatten(),
+            nn.Linear(in_ch * side * side, embedding),
+            nn.BatchNorm1d(embedding),
+        )
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> IRSE:
+        """Rebuild the architecture from the tensor shapes and load the weights (strict)."""
+        rx = re.compile(r"body\.(\d+)\.res_layer\.1\.weight")
+        convs = sorted((int(m.group(1)), v) for k, v in state.items() if (m := rx.fullmatch(k)))
+        if not convs or "input_layer.0.weight" not in state:
+            raise ValueError("not an IR-SE state dict (expected input_layer.* and body.N.*)")
+        widths = [v.shape[0] for _, v in convs]
+        se = state["body.0.res_layer.5.fc1.weight"]
+        net = cls(
+            widths,
+            stem=state["input_layer.0.weight"].shape[0],
+            embedding=state["output_layer.3.weight"].shape[0],
+            reduction=widths[0] // se.shape[0],
+        )
+        net.load_state_dict(state)
+        return net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.output_layer(self.body(self.input_layer(x)))
+        return F.normalize(x, dim=1)
+
+
+def face_crop_112(images: torch.Tensor) -> torch.Tensor:
+    """FFHQ-aligned faces (B, 3, S, S) -> the ArcFace input (B, 3, 112, 112), as the official
+    script does: resize to 256, crop rows 35:223 and columns 32:220, pool to 112."""
+    x = F.interpolate(images, size=(256, 256), mode="bilinear", align_corners=False)
+    return F.adaptive_avg_pool2d(x[:, :, 35:223, 32:220], (112, 112))
+
+
+def load_identity(path: str | os.PathLike[str] | None) -> IRSE:
+    """The frozen IR-SE embedding network from a local ``model_ir_se50.pth``-style state dict."""
+    path = _require(
+        path,
+        "the identity loss (module.id_weight > 0)",
+        "download the ArcFace IR-SE50 weights used by the official GPEN training script "
+        "(model_ir_se50.pth, from the pSp / InsightFace_Pytorch releases) and pass "
+        "module.id_weights=/path/to/model_ir_se50.pth",
+    )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    return IRSE.from_state_dict(state).eval().requires_grad_(False)
+
+
+_BACKBONES = {"alex": "alexnet", "vgg": "vgg16"}
+_BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+
+
+def load_lpips(path: str | os.PathLike[str] | None, net: str = "alex") -> nn.Module:
+    """LPIPS (frozen): torchmetrics' network with its bundled linear heads and the torchvision
+    ``net`` backbone read from ``path``. Call ``lpips(x, y)`` on [-1, 1] images -> (B, 1, 1, 1)."""
+    if net not in _BACKBONES:
+        raise ValueError(f"LPIPS backbone must be one of {sorted(_BACKBONES)}, got {net!r}")
+    name = _BACKBONES[net]
+    path = _require(
+        path,
+        "LPIPS",
+        f"download torchvision's ImageNet {name} weights "
+        f"(https://download.pytorch.org/models/{_BACKBONE_FILES[net]}) and pass its path "
+        "(module.lpips_weights=/path/to/file)",
+    )
+    import torchvision
+    from torchmetrics.functional.image.lpips import _LPIPS
+
+    lpips = _LPIPS(pretrained=True, net=net, pnet_rand=True)  # no download: random backbone
+    backbone = getattr(torchvision.models, name)(weights=None)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    features = {k: v for k, v in state.items() if k.startswith("features.")}
+    if not features:
+        raise ValueError(f"{path} has no 'features.*' tensors: not a torchvision {name} file")
+    backbone.features.load_state_dict({k.removeprefix("features."): v for k, v in features.items()})
+    for stage in (m for n, m in lpips.net.named_children() if n.startswith("slice")):
+        for idx, layer in stage.named_children():
+            layer.load_state_dict(backbone.features[int(idx)].state_dict())
+    return lpips.eval().requires_grad_(False)
+
+
+def load_fid(path: str | os.PathLike[str] | None):
+    """torchmetrics ``FrechetInceptionDistance`` (2048-d pool features) on the local
+    torch-fidelity Inception weights at ``path``; feed it images in [0, 1] (``normalize=True``)."""
+    path = _require(
+        path,
+        "FID",
+        "download torch-fidelity's Inception weights "
+        "(https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+        "weights-inception-2015-12-05-6726825d.pth) and pass its path",
+    )
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    return FrechetInceptionDistance(
+        feature=2048, normalize=True, feature_extractor_weights_path=str(path)
+    )

@@ -1,0 +1,147 @@
+"""Optional loss/metric networks from local files (small random stand-ins, no downloads)."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+import torch
+
+from gpen_lightning.config import compose
+from gpen_lightning.losses import MissingWeightsError, identity_loss
+from gpen_lightning.losses.networks import IRSE, load_fid, load_identity, load_lpips
+from gpen_lightning.train import train
+from gpen_lightning.training import FinetuneModule
+
+TINY = {"name": "gpen-tiny-32", "size": 32, "noise_mode": "concat"}
+
+
+@pytest.fixture(scope="module")
+def irse_file(tmp_path_factory):
+    """A small IR-SE stand-in with the official key layout (4 stages, 7x7 output)."""
+    torch.manual_seed(1)
+    net = IRSE([8, 8, 16, 16, 16, 32], stem=8, embedding=16, reduction=4).eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("w") / "model_ir_se_tiny.pth"
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, path)
+    return path, net
+
+
+@pytest.fixture(scope="module")
+def alexnet_file(tmp_path_factory):
+    import torchvision
+
+    torch.manual_seed(2)
+    features = torchvision.models.alexnet(weights=None).features
+    path = tmp_path_factory.mktemp("w") / "alexnet-standin.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return path, features
+
+
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory):
+    """Random weights in torch-fidelity's Inception layout (built without its download)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3 as Inc
+
+    path = tmp_path_factory.mktemp("w") / "inception-standin.pth"
+    with (
+        mock.patch.object(Inc, "load_state_dict", lambda self, sd: None),
+        mock.patch(
+            "torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url",
+            lambda *a, **k: {},
+        ),
+    ):
+        torch.manual_seed(3)
+        net = Inc("inception-v3-compat", ["2048"])
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_ir_se50_layout_matches_the_official_file():
+    widths = [64] * 3 + [128] * 4 + [256] * 14 + [512] * 3
+    with torch.device("meta"):
+        state = IRSE(widths).state_dict()
+    assert state["output_layer.3.weight"].shape == (512, 512 * 7 * 7)
+    assert state["body.23.res_layer.5.fc2.weight"].shape == (512, 32, 1, 1)
+    assert state["body.3.shortcut_layer.0.weight"].shape == (128, 64, 1, 1)
+    assert "body.1.shortcut_layer.0.weight" not in state  # identity units pool, no params
+
+
+def test_identity_network_round_trip_and_loss(irse_file):
+    path, ref = irse_file
+    net = load_identity(path)
+    x = torch.rand(3, 3, 112, 112) * 2 - 1
+    torch.testing.assert_close(net(x), ref(x))
+    assert torch.allclose(net(x).norm(dim=1), torch.ones(3))
+    faces = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert identity_loss(net, faces, faces).abs().item() < 1e-5
+    other = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert identity_loss(net, faces, other).item() > 1e-3
+
+
+def test_lpips_loads_the_backbone_from_the_file(alexnet_file):
+    path, features = alexnet_file
+    lpips = load_lpips(path, "alex")
+    torch.testing.assert_close(lpips.net.slice1[0].weight, features[0].weight)
+    torch.testing.assert_close(lpips.net.slice5._modules["10"].weight, features[10].weight)
+    x, y = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    assert lpips(x, x).abs().max().item() < 1e-6
+    assert (lpips(x, y) > 0).all()
+
+
+def test_missing_weight_files_say_which_and_how():
+    with pytest.raises(MissingWeightsError, match=r"model_ir_se50\.pth"):
+        FinetuneModule(model=TINY, init=None, id_weight=1.0)
+    with pytest.raises(MissingWeightsError, match=r"/nope/ir\.pth does not exist"):
+        FinetuneModule(model=TINY, init=None, id_weight=1.0, id_weights="/nope/ir.pth")
+    with pytest.raises(MissingWeightsError, match=r"alexnet-owt-7be5be79\.pth"):
+        FinetuneModule(model=TINY, init=None, lpips_weight=1.0)
+    with pytest.raises(MissingWeightsError, match="weights-inception"):
+        load_fid("/nope/inception.pth")
+
+
+def test_identity_and_lpips_terms_in_the_generator_loss(irse_file, alexnet_file):
+    module = FinetuneModule(
+        model=TINY,
+        init=None,
+        id_weight=0.7,
+        id_weights=str(irse_file[0]),
+        lpips_weight=0.3,
+        lpips_weights=str(alexnet_file[0]),
+    )
+    assert not any(k.startswith(("aux", "id", "lpips")) for k in module.state_dict())
+    lq, hq = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    total, terms, _ = module.generator_loss(lq, hq)
+    assert set(terms) == {"adv", "content", "fm", "id", "lpips"}
+    expected = terms["adv"] + terms["content"] + 0.02 * terms["fm"]
+    expected = expected + 0.7 * terms["id"] + 0.3 * terms["lpips"]
+    torch.testing.assert_close(total, expected)
+    total.backward()
+    assert module.gpen.final_linear[0].weight.grad is not None
+
+
+def test_validation_reports_lpips_and_fid_when_configured(alexnet_file, inception_file, tmp_path):
+    cfg = compose(
+        [
+            "stage=finetune",
+            "logger=csv",
+            f"paths.output_dir={tmp_path}",
+            "module.init=none",
+            f"module.lpips_weights={alexnet_file[0]}",
+            f"module.fid_weights={inception_file}",
+            "model.recipe.finetune_kimg=0.02",
+            "data.synthetic_length=40",
+            "data.val_fraction=0.2",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+        ]
+    )
+    result = train(cfg)
+    first, last = result["validation_first"], result["validation_last"]
+    for metrics in (first, last):
+        assert metrics["val/lpips"] > 0 and metrics["val/fid"] > 0
+    assert last["val/fid"] != first["val/fid"]

@@ -36,9 +36,10 @@ test: lint  ## lint, then the fast test suite (no slow, no gpu)
 test-all: lint  ## every test, slow ones included (gpu tests skip without CUDA)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install  ## benchmarks: inference s/face, degradation img/s (vs an OpenCV reference)
+bench: install  ## benchmarks: inference s/face, degradation img/s, restoration faces/s
 	$(PY) benchmarks/infer.py
 	$(PY) benchmarks/degrade.py
+	$(PY) benchmarks/restore.py
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist

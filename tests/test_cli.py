@@ -42,17 +42,22 @@ def _options(group: str) -> list[str]:
 def test_every_config_option_composes_and_resolves(override, tmp_path):
     needs_root = ("data=folder", "experiment=ffhq512", "experiment=gpen512_paper")
     extra = ["data.root=/data/ffhq"] if override in needs_root else []
+    if override == "stage=restore":
+        extra = ["input=photos/"]
     if override == "experiment=gpen512_official":
         extra = ["data.root=/data/ffhq", "module.id_weights=/w/model_ir_se50.pth"]
     cfg = compose([override, f"paths.output_dir={tmp_path}", *extra])
     OmegaConf.resolve(cfg)  # every interpolation resolves (no missing mandatory value)
     stage = {
+        "stage=restore": "restore",
         "stage=finetune": "finetune",
         "experiment=gpen512_paper": "finetune",
         "experiment=gpen512_official": "finetune",
     }
     assert cfg.task_name == stage.get(override, "prior")
-    assert cfg.module._target_.endswith({"prior": "PriorModule"}.get(cfg.task_name, "Module"))
+    modules = {"prior": "PriorModule", "finetune": "FinetuneModule"}
+    if cfg.task_name in modules:
+        assert cfg.module._target_.endswith(modules[cfg.task_name])
     assert cfg.data.size == cfg.model.size
     assert OmegaConf.missing_keys(cfg) == set()
 
@@ -202,3 +207,19 @@ def test_finetune_right_after_the_prior_stage_with_no_other_argument(tmp_path):
         ]
     )
     assert seen % 16 == 0 and seen >= 100
+
+
+def test_restore_stage_from_the_command_line(tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (80, 60), (200, 150, 120)).save(photos / "a.jpg")
+    ok = _cli(["stage=restore", f"input={photos}", "output=out", "model=gpen-tiny-64"], tmp_path)
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert (tmp_path / "out" / "a.png").is_file()
+    assert "Restored 1 image(s)" in ok.stdout
+    (photos / "b.jpg").write_bytes(b"")
+    bad = _cli(["stage=restore", f"input={photos}", "output=out2", "model=gpen-tiny-64"], tmp_path)
+    assert bad.returncode == 1
+    assert "b.jpg: empty file" in bad.stdout

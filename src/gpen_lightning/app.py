@@ -44,7 +44,15 @@ def run(cfg: DictConfig) -> Any:
                 f"checkpoint is in {result['output_dir']}/checkpoints"
             )
         return result
-    raise ValueError(f"unknown stage {stage!r}; available: {', '.join(TRAINING_STAGES)}")
+    if stage == "restore":
+        from gpen_lightning.restore.cli import restore_files
+
+        status = restore_files(cfg)
+        if status:
+            raise SystemExit(status)
+        return status
+    stages = ", ".join((*TRAINING_STAGES, "restore"))
+    raise ValueError(f"unknown stage {stage!r}; available: {stages}")
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")

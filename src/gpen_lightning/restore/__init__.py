@@ -1,0 +1,27 @@
+"""Restoring faces in real photos: detect (5 landmarks) -> align -> restore in batches -> paste
+back. ``Restorer(weights=...).restore(image)`` is the Python API; ``stage=restore`` the CLI."""
+
+from gpen_lightning.restore.align import TEMPLATES, similarity_transform, template
+from gpen_lightning.restore.detect import Face, FaceDetector, RetinaFaceDetector
+from gpen_lightning.restore.paste import composite, face_mask
+from gpen_lightning.restore.restorer import (
+    RestoredFace,
+    Restorer,
+    RestoreResult,
+    load_restoration_model,
+)
+
+__all__ = [
+    "TEMPLATES",
+    "Face",
+    "FaceDetector",
+    "RestoreResult",
+    "RestoredFace",
+    "Restorer",
+    "RetinaFaceDetector",
+    "composite",
+    "face_mask",
+    "load_restoration_model",
+    "similarity_transform",
+    "template",
+]

@@ -1,0 +1,161 @@
+"""``python -m gpen_lightning stage=restore input=PATH output=DIR weights=PATH``: restore every
+image of a file, folder (recursive) or glob; never overwrite inputs; report what was skipped."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+from PIL import Image
+from tqdm import tqdm
+
+from gpen_lightning.data.folder import IMAGE_EXTENSIONS, read_rgb, sniff
+from gpen_lightning.io import atomic_write
+from gpen_lightning.restore.restorer import Restorer
+
+__all__ = ["Report", "collect_inputs", "restore_files"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    images: int = 0
+    faces: int = 0
+    no_face: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # path -> reason
+    failed: dict[str, str] = field(default_factory=dict)  # path -> reason
+
+    def summary(self) -> str:
+        lines = [f"Restored {self.images} image(s), {self.faces} face(s)."]
+        if self.no_face:
+            lines.append(f"  no face found in {len(self.no_face)}: {', '.join(self.no_face[:5])}")
+        for title, entries in (("skipped", self.skipped), ("failed", self.failed)):
+            if entries:
+                lines.append(f"  {title} {len(entries)}:")
+                lines += [f"    {p}: {why}" for p, why in entries.items()]
+        return "\n".join(lines)
+
+
+def collect_inputs(spec: str) -> tuple[list[Path], Path]:
+    """Files of ``spec`` (a file, a folder searched recursively, or a glob) and the root their
+    output paths are made relative to."""
+    if any(c in spec for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        root = Path(os.path.commonpath([p.parent for p in files])) if files else Path(".")
+        return files, root
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return [path], path.parent
+    if path.is_dir():
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        return files, path
+    raise FileNotFoundError(f"input={spec} is not a file, a folder or a glob that matches files")
+
+
+def _check_dims(path: Path, max_pixels: int) -> None:
+    """Refuse images whose header claims more than ``max_pixels`` before decoding them."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we apply our own limit
+    try:
+        with Image.open(path) as im:  # reads the header only
+            w, h = im.size
+    except Exception:  # not readable by Pillow: the decoder will report it
+        return
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    if w * h > max_pixels:
+        raise ValueError(
+            f"image header claims {w}x{h} = {w * h / 1e6:.0f} MP, over max_pixels="
+            f"{max_pixels / 1e6:.0f} MP (raise max_pixels to process it)"
+        )
+
+
+def _read(path: Path, max_pixels: int):
+    why = sniff(path)
+    if why is not None:
+        raise ValueError(why)
+    _check_dims(path, max_pixels)
+    return read_rgb(path)
+
+
+def _save(array: np.ndarray, path: Path) -> None:
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def _side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    h, w = after.shape[:2]
+    if before.shape[:2] != (h, w):
+        before = np.asarray(Image.fromarray(before).resize((w, h), Image.BICUBIC))
+    return np.concatenate([before, after], axis=1)
+
+
+def restore_files(cfg: DictConfig) -> int:
+    """Run the restore stage; return the exit status (0: every file restored, 1: some failed)."""
+    files, root = collect_inputs(str(cfg.input))
+    out_dir = Path(cfg.output or cfg.paths.output_dir).expanduser()
+    suffix = cfg.suffix or ""
+    in_dirs = {p.parent.resolve() for p in files} | ({root.resolve()} if root.is_dir() else set())
+    if not suffix and out_dir.resolve() in in_dirs:
+        raise ValueError(
+            f"output={out_dir} is an input folder: restored images could replace the inputs. "
+            "Choose another output folder or set a filename suffix (suffix=_restored)."
+        )
+    if not files:
+        print(f"No images found under {cfg.input}.")
+        return 1
+    restorer = Restorer(
+        cfg.weights,
+        model=cfg.model.name,
+        device=None if cfg.device == "auto" else cfg.device,
+        bf16=cfg.bf16,
+        score_threshold=cfg.score_threshold,
+        template=cfg.template,
+        batch_size=cfg.batch_size,
+        upscale=cfg.upscale,
+        alpha=cfg.alpha,
+    )
+    report = Report()
+    inputs = {p.resolve() for p in files}
+    progress = tqdm(files, desc="restore", unit="img", file=sys.stdout, dynamic_ncols=True)
+    for path in progress:
+        rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+        target = out_dir / rel.parent / f"{rel.stem}{suffix}.png"
+        if target.resolve() in inputs:
+            report.skipped[str(path)] = "its output would overwrite an input (set a suffix)"
+            continue
+        if target.exists() and not cfg.overwrite:
+            report.skipped[str(path)] = f"{target} exists (overwrite=true replaces it)"
+            continue
+        try:
+            image = _read(path, int(cfg.max_pixels))
+            result = restorer.restore(image, aligned=cfg.aligned)
+        except (ValueError, OSError, RuntimeError) as err:
+            report.failed[str(path)] = str(err).splitlines()[0]
+            continue
+        _save(result.image, target)
+        report.images += 1
+        report.faces += len(result.faces)
+        if not result.faces:
+            report.no_face.append(str(path))
+        if cfg.save_faces:
+            for i, face in enumerate(result.faces):
+                pair = np.concatenate([face.crop, face.restored], axis=1)
+                _save(pair, out_dir / "faces" / rel.parent / f"{rel.stem}{suffix}_{i:02d}.png")
+        if cfg.compare:
+            before = image.permute(1, 2, 0).numpy()
+            _save(
+                _side_by_side(before, result.image), out_dir / "compare" / rel.parent / target.name
+            )
+        progress.set_postfix(faces=report.faces, failed=len(report.failed))
+    progress.close()
+    print(report.summary())
+    print(f"Outputs in {out_dir}")
+    return 1 if report.failed else 0

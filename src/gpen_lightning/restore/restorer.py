@@ -1,0 +1,302 @@
+"""``Restorer``: detect -> align -> restore (batched) -> paste back, for whole photos or aligned
+crops, with official GPEN weights, our exports or any network."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import kornia.filters as KF
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gpen_lightning.restore.align import similarity_transform, warp_to
+from gpen_lightning.restore.align import template as template_points
+from gpen_lightning.restore.detect import Face, FaceDetector
+from gpen_lightning.restore.paste import composite, face_mask
+from gpen_lightning.zoo.gpen import GPEN
+from gpen_lightning.zoo.official import CheckpointMismatchError, load_official
+from gpen_lightning.zoo.presets import build
+
+__all__ = ["RestoredFace", "RestoreResult", "Restorer", "load_restoration_model"]
+
+log = logging.getLogger(__name__)
+
+Image = np.ndarray | torch.Tensor | str | os.PathLike
+
+
+@dataclass
+class RestoredFace:
+    """A face of a restored photo: detection, the aligned input crop and its restoration
+    (both (S, S, 3) uint8) and the image -> crop transform (2, 3)."""
+
+    box: np.ndarray
+    landmarks: np.ndarray
+    score: float
+    crop: np.ndarray
+    restored: np.ndarray
+    matrix: np.ndarray
+
+
+@dataclass
+class RestoreResult:
+    """``image``: the restored photo (H', W', 3) uint8; ``faces``: one entry per face."""
+
+    image: np.ndarray
+    faces: list[RestoredFace] = field(default_factory=list)
+
+
+def load_restoration_model(
+    weights: str | os.PathLike | nn.Module | None, *, model: str | None = None
+) -> GPEN:
+    """A GPEN from official weights, our exports (``gpen.pt``, ``*-official.pth``), a fine-tuning
+    Lightning checkpoint (its EMA network), or random weights of preset ``model``."""
+    if isinstance(weights, nn.Module):
+        return weights
+    if weights is None:
+        if model is None:
+            raise ValueError("give weights=PATH (a GPEN .pth / gpen.pt / .ckpt) or a model preset")
+        log.warning("no weights given: %s with RANDOM weights (for benchmarks and tests)", model)
+        return build(model).eval()
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    if path.suffix == ".ckpt":
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        state = ckpt.get("state_dict", {})
+        ema = {k.removeprefix("g_ema."): v for k, v in state.items() if k.startswith("g_ema.")}
+        if not ema:
+            raise CheckpointMismatchError(f"{path} is not a stage=finetune checkpoint (no g_ema)")
+        net = load_official(ema)
+    else:
+        net = load_official(path)
+    if not isinstance(net, GPEN):
+        raise CheckpointMismatchError(
+            f"{path} holds a {type(net).__name__}, not a GPEN restoration network (a prior.pt "
+            "is the input of stage=finetune; restore with its gpen.pt or an official GPEN-BFR file)"
+        )
+    return net.eval()
+
+
+def _to_chw_uint8(image: Image) -> torch.Tensor:
+    if isinstance(image, str | os.PathLike):
+        from gpen_lightning.data.folder import read_rgb
+
+        return read_rgb(image)
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, 2)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(
+                f"expected an (H, W, 3) uint8 RGB array, got {image.dtype} {image.shape}"
+            )
+        return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(
+            f"expected a (3, H, W) uint8 tensor, got {image.dtype} {tuple(image.shape)}"
+        )
+    return image
+
+
+def _hwc(x: torch.Tensor) -> np.ndarray:
+    """float (3, H, W) in [0, 1] -> (H, W, 3) uint8."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+class Restorer:
+    """Restore the faces of photos.
+
+    Args:
+        weights: GPEN weights (path: official ``GPEN-BFR-*.pth``, our ``gpen.pt`` /
+            ``gpen-official.pth`` or a ``stage=finetune`` ``.ckpt``), or any ``nn.Module`` /
+            callable mapping (B, 3, S, S) in [-1, 1] to the same (give ``size`` then).
+        model: preset used with random weights when ``weights`` is None (benchmarks).
+        size: crop size S (default: the network's).
+        device: "cpu", "cuda", ... (default: cuda when available).
+        bf16: run the network under bfloat16 autocast.
+        detector: a ``FaceDetector``; default RetinaFace (offline) with ``score_threshold``.
+        template: "ffhq" (FFHQ 512 template, default) or "gpen" (the official GPEN one).
+        batch_size: faces per network call (across images in ``restore_many``).
+        upscale: output scale of whole photos (the background by bicubic resize or by
+            ``bg_upsampler(image (3, H, W) float [0,1], scale) -> (3, sH, sW)``).
+        alpha: blend of restored and original crop (1: restored only).
+        mask: soft paste mask (1, 1, S, S) in [0, 1]; default the template's feathered square
+            (a parsing-network mask can be plugged in).
+        small_face: faces smaller than this (px, before upscaling) get a light 3x3 smoothing.
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | nn.Module | Callable | None = None,
+        *,
+        model: str | None = None,
+        size: int | None = None,
+        device: str | torch.device | None = None,
+        bf16: bool = False,
+        detector: FaceDetector | None = None,
+        score_threshold: float = 0.9,
+        template: str = "ffhq",
+        batch_size: int = 8,
+        upscale: float = 1.0,
+        alpha: float = 1.0,
+        mask: torch.Tensor | None = None,
+        bg_upsampler: Callable[[torch.Tensor, float], torch.Tensor] | None = None,
+        small_face: float = 100.0,
+    ) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if callable(weights) and not isinstance(weights, nn.Module):
+            self.net = weights
+        else:
+            self.net = load_restoration_model(weights, model=model).to(self.device)
+        self.size = size or getattr(self.net, "size", None)
+        if not self.size:
+            raise ValueError("give size=S for a network without a .size attribute")
+        self.bf16, self.batch_size = bf16, batch_size
+        self._detector = detector
+        self.score_threshold = score_threshold
+        self.template = template
+        self.points = template_points(template, self.size)
+        self.upscale, self.alpha, self.small_face = upscale, alpha, small_face
+        self.mask = face_mask(self.size) if mask is None else mask
+        self.bg_upsampler = bg_upsampler
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            from gpen_lightning.restore.detect import RetinaFaceDetector
+
+            self._detector = RetinaFaceDetector(score_threshold=self.score_threshold)
+        return self._detector
+
+    # -- the network --------------------------------------------------------------------------
+    @torch.no_grad()
+    def restore_faces(self, crops: torch.Tensor) -> torch.Tensor:
+        """Aligned crops (B, 3, S, S) float in [-1, 1] -> restored, same shape, in batches."""
+        out = []
+        for chunk in crops.split(self.batch_size):
+            chunk = chunk.to(self.device, torch.float32)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                y = self.net(chunk)
+            out.append(y.float().clamp(-1, 1))
+        return torch.cat(out) if out else crops.new_zeros(0, 3, self.size, self.size)
+
+    # -- whole pipeline ------------------------------------------------------------------------
+    def restore(self, image: Image, *, aligned: bool = False) -> RestoreResult:
+        """Restore one photo (path, (H, W, 3) uint8 array or (3, H, W) uint8 tensor)."""
+        return self.restore_many([image], aligned=aligned)[0]
+
+    def restore_many(
+        self, images: Sequence[Image], *, aligned: bool = False
+    ) -> list[RestoreResult]:
+        """Restore several photos; the faces of all of them go through the network together."""
+        tensors = [_to_chw_uint8(im) for im in images]
+        if aligned:
+            return self._restore_aligned(tensors)
+        plans = [self._plan(img) for img in tensors]
+        crops = [c for _, c, _ in plans if len(c)]
+        restored = self.restore_faces(torch.cat(crops)) if crops else None
+        results, start = [], 0
+        for img, (faces, crop, matrices) in zip(tensors, plans):
+            out = restored[start : start + len(crop)] if len(crop) else crop
+            start += len(crop)
+            results.append(self._paste(img, faces, crop, out, matrices))
+        return results
+
+    def _restore_aligned(self, tensors: list[torch.Tensor]) -> list[RestoreResult]:
+        crops = (
+            torch.stack(
+                [
+                    F.interpolate(
+                        t[None].float(),
+                        size=(self.size, self.size),
+                        mode="bilinear",
+                        antialias=True,
+                        align_corners=False,
+                    )[0]
+                    if t.shape[-2:] != (self.size, self.size)
+                    else t.float()
+                    for t in tensors
+                ]
+            )
+            / 127.5
+            - 1
+        )
+        out = self._blend(self.restore_faces(crops), crops)
+        results = []
+        for t, c, o in zip(tensors, crops, out):
+            h, w = t.shape[-2:]
+            img = (
+                F.interpolate(
+                    ((o + 1) / 2)[None],
+                    size=(h, w),
+                    mode="bicubic",
+                    antialias=True,
+                    align_corners=False,
+                )[0]
+                if (h, w) != (self.size, self.size)
+                else (o + 1) / 2
+            )
+            face = RestoredFace(
+                box=np.array([0, 0, w, h], np.float32),
+                landmarks=np.zeros((0, 2), np.float32),
+                score=1.0,
+                crop=_hwc((c + 1) / 2),
+                restored=_hwc((o + 1) / 2),
+                matrix=np.array([[self.size / w, 0, 0], [0, self.size / h, 0]]),
+            )
+            results.append(RestoreResult(image=_hwc(img), faces=[face]))
+        return results
+
+    def _plan(self, img: torch.Tensor) -> tuple[list[Face], torch.Tensor, list[np.ndarray]]:
+        """Detect and align: faces, crops (N, 3, S, S) in [-1, 1], matrices (image -> crop)."""
+        faces = self.detector(img.permute(1, 2, 0).numpy())
+        matrices = [similarity_transform(f.landmarks, self.points) for f in faces]
+        if not faces:
+            return faces, torch.zeros(0, 3, self.size, self.size), matrices
+        m = torch.as_tensor(np.stack(matrices), dtype=torch.float32)
+        crops = warp_to(img.float() / 127.5 - 1, m, self.size)
+        return faces, crops, matrices
+
+    def _blend(self, restored: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
+        if self.alpha >= 1:
+            return restored
+        return self.alpha * restored + (1 - self.alpha) * crops.to(restored)
+
+    def _paste(self, img, faces, crops, restored, matrices) -> RestoreResult:
+        h, w = img.shape[-2:]
+        s = self.upscale
+        bg = img.float() / 255
+        if s != 1:
+            size = (round(h * s), round(w * s))
+            if self.bg_upsampler is not None:
+                bg = self.bg_upsampler(bg, s)
+            else:
+                bg = F.interpolate(bg[None], size=size, mode="bicubic", align_corners=False)[0]
+            bg = bg.clamp(0, 1)
+        if not faces:
+            return RestoreResult(image=_hwc(bg))
+        restored = self._blend(restored.cpu(), crops)
+        small = torch.tensor([f.size < self.small_face for f in faces])
+        if small.any():  # light smoothing of faces restored from very few pixels
+            restored[small] = KF.gaussian_blur2d(restored[small], (3, 3), (0.5, 0.5))
+        scale = np.diag([1 / s, 1 / s, 1.0])  # output -> input pixel coordinates
+        out_matrices = [np.vstack([m, [0, 0, 1]]) @ scale for m in matrices]
+        out = composite(bg, (restored + 1) / 2, [m[:2] for m in out_matrices], self.mask)
+        result = RestoreResult(image=_hwc(out))
+        for f, c, r, m in zip(faces, crops, restored, matrices):
+            result.faces.append(
+                RestoredFace(
+                    box=f.box * s,
+                    landmarks=f.landmarks * s,
+                    score=f.score,
+                    crop=_hwc((c + 1) / 2),
+                    restored=_hwc((r + 1) / 2),
+                    matrix=m,
+                )
+            )
+        return result

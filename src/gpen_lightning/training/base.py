@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from gpen_lightning import losses
+from gpen_lightning.io import atomic_save
 from gpen_lightning.training.ema import ema_beta, update_ema
 from gpen_lightning.training.grads import zero_nonfinite_grads
 
@@ -92,6 +93,46 @@ class GANModule(L.LightningModule):
         if self._step(d_opt, loss, self.discriminator):
             self.r1_steps += 1
         logs["train/r1"] = r1.detach()
+
+    def _pl_step(
+        self, generate: Callable[[], tuple[torch.Tensor, torch.Tensor]], g_opt, model, logs: dict
+    ) -> None:
+        """Lazy path-length regularization, weighted w * interval; ``generate()`` returns images
+        and the per-layer latents they were synthesised from (on a shrunk batch)."""
+
+        def compute(scaler):
+            images, latents = generate()
+            penalty, lengths, new_mean = losses.path_length_penalty(
+                images,
+                latents,
+                self.pl_mean,
+                decay=self.hparams.pl_decay,
+                scaler=scaler,
+                reduce_mean=lambda x: self.trainer.strategy.reduce(x, reduce_op="mean"),
+            )
+            loss = self.hparams.pl_weight * self.pl.interval * penalty + 0 * images.sum()
+            return loss, (penalty, lengths, new_mean)
+
+        loss, (penalty, lengths, new_mean) = self._penalty(compute)
+        if self._step(g_opt, loss, model):
+            self.pl_mean.copy_(new_mean)
+            self.pl_steps += 1
+        logs["train/pl_penalty"] = penalty.detach()
+        logs["train/path_length"] = lengths.mean()
+
+    def _save_weights(self, path, fmt: str, trained: nn.Module) -> None:
+        """``{"g_ema", "g", "d", "meta"}`` on CPU, atomically: the layout of an official training
+        checkpoint, so ``load_official(path)`` returns the EMA network (``part="discriminator"``
+        the D); plain tensors, loadable with ``weights_only=True``."""
+        cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}  # noqa: E731
+        meta = {
+            "format": fmt,
+            "model": dict(self.hparams.model),
+            "kimg": self.kimg,
+            "images_seen": int(self.images_seen),
+        }
+        state = {"g_ema": cpu(self.g_ema), "g": cpu(trained), "d": cpu(self.discriminator)}
+        atomic_save({**state, "meta": meta}, path)
 
     def _advance(self, batch: int, ok: bool, model: nn.Module, logs: dict) -> None:
         """After a minibatch: EMA of ``model`` into ``g_ema``, image count, NaN streak, logs."""

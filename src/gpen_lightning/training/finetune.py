@@ -14,7 +14,6 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from gpen_lightning import losses
-from gpen_lightning.io import atomic_save
 from gpen_lightning.losses import networks
 from gpen_lightning.training.base import GANModule
 from gpen_lightning.zoo.generator import Generator
@@ -248,33 +247,10 @@ class FinetuneModule(GANModule):
         logs["train/loss_g"] = total.detach()
         logs.update({f"train/{k}": v.detach() for k, v in terms.items()})
         if self.pl.due(step):
-            self._pl_step(lq, g_opt, logs)
+            pl_lq = lq[: max(1, b // self.hparams.pl_batch_shrink)]
+            self._pl_step(lambda: self.gpen(pl_lq, return_latents=True), g_opt, self.gpen, logs)
         self.untoggle_optimizer(g_opt)
         self._advance(b, ok, self.gpen, logs)
-
-    def _pl_step(self, lq: torch.Tensor, g_opt, logs: dict) -> None:
-        """Path length of the decoder w.r.t. the encoder's latents (official script option)."""
-        lq = lq[: max(1, lq.shape[0] // self.hparams.pl_batch_shrink)]
-
-        def compute(scaler):
-            images, latents = self.gpen(lq, return_latents=True)
-            penalty, lengths, new_mean = losses.path_length_penalty(
-                images,
-                latents,
-                self.pl_mean,
-                decay=self.hparams.pl_decay,
-                scaler=scaler,
-                reduce_mean=lambda x: self.trainer.strategy.reduce(x, reduce_op="mean"),
-            )
-            loss = self.hparams.pl_weight * self.pl.interval * penalty + 0 * images.sum()
-            return loss, (penalty, lengths, new_mean)
-
-        loss, (penalty, lengths, new_mean) = self._penalty(compute)
-        if self._step(g_opt, loss, self.gpen):
-            self.pl_mean.copy_(new_mean)
-            self.pl_steps += 1
-        logs["train/pl_penalty"] = penalty.detach()
-        logs["train/path_length"] = lengths.mean()
 
     # -- validation, samples, export --------------------------------------------------------
     def _net(self) -> GPEN:
@@ -329,14 +305,6 @@ class FinetuneModule(GANModule):
         """``path``: ``{"g_ema", "g", "d", "meta"}`` (ours; ``load_official`` reads it) and, next
         to it, ``<stem>-official.pth``: the EMA GPEN in the official layout, which the official
         demo code loads as it loads a released GPEN-BFR file."""
-        cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}  # noqa: E731
-        meta = {
-            "format": "gpen-lightning-gpen",
-            "model": dict(self.hparams.model),
-            "kimg": self.kimg,
-            "images_seen": int(self.images_seen),
-        }
-        state = {"g_ema": cpu(self.g_ema), "g": cpu(self.gpen), "d": cpu(self.discriminator)}
-        atomic_save({**state, "meta": meta}, path)
+        self._save_weights(path, "gpen-lightning-gpen", self.gpen)
         path = Path(path)
         export_official(self.g_ema, path.with_name(f"{path.stem}-official.pth"))

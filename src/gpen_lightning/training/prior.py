@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from gpen_lightning import losses
-from gpen_lightning.io import atomic_save
 from gpen_lightning.training.base import GANModule
 from gpen_lightning.zoo.presets import build
 
@@ -115,34 +114,13 @@ class PriorModule(GANModule):
         ok &= self._step(g_opt, loss_g, self.generator)
         logs["train/loss_g"] = loss_g.detach()
         if self.pl.due(step):
-            self._pl_step(b, g_opt, logs)
+            self._pl_step(lambda: self._generate_for_pl(b), g_opt, self.generator, logs)
         self.untoggle_optimizer(g_opt)
         self._advance(b, ok, self.generator, logs)
 
-    def _pl_step(self, batch: int, g_opt, logs: dict) -> None:
-        """Lazy path-length regularization on a shrunk batch, weighted w * interval."""
-        pb = max(1, batch // self.hparams.pl_batch_shrink)
-
-        def compute(scaler):
-            zs, cut = self._latents(pb)
-            images, latents = self.generator(zs, inject_index=cut, return_latents=True)
-            penalty, lengths, new_mean = losses.path_length_penalty(
-                images,
-                latents,
-                self.pl_mean,
-                decay=self.hparams.pl_decay,
-                scaler=scaler,
-                reduce_mean=lambda x: self.trainer.strategy.reduce(x, reduce_op="mean"),
-            )
-            loss = self.hparams.pl_weight * self.pl.interval * penalty + 0 * images.sum()
-            return loss, (penalty, lengths, new_mean)
-
-        loss, (penalty, lengths, new_mean) = self._penalty(compute)
-        if self._step(g_opt, loss, self.generator):
-            self.pl_mean.copy_(new_mean)
-            self.pl_steps += 1
-        logs["train/pl_penalty"] = penalty.detach()
-        logs["train/path_length"] = lengths.mean()
+    def _generate_for_pl(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        zs, cut = self._latents(max(1, batch // self.hparams.pl_batch_shrink))
+        return self.generator(zs, inject_index=cut, return_latents=True)
 
     # ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -160,18 +138,5 @@ class PriorModule(GANModule):
         return images
 
     def export_weights(self, path: str | os.PathLike[str]) -> None:
-        """Write the prior for the fine-tuning stage: ``{"g_ema", "g", "d", "meta"}``.
-
-        The layout of an official training checkpoint (``load_official(path)`` returns the EMA
-        generator, ``part="discriminator"`` the D); plain tensors, loadable with
-        ``weights_only=True``.
-        """
-        cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}  # noqa: E731
-        meta = {
-            "format": "gpen-lightning-prior",
-            "model": dict(self.hparams.model),
-            "kimg": self.kimg,
-            "images_seen": int(self.images_seen),
-        }
-        g_ema, g, d = cpu(self.g_ema), cpu(self.generator), cpu(self.discriminator)
-        atomic_save({"g_ema": g_ema, "g": g, "d": d, "meta": meta}, path)
+        """Write the prior for the fine-tuning stage: ``{"g_ema", "g", "d", "meta"}``."""
+        self._save_weights(path, "gpen-lightning-prior", self.generator)

@@ -69,17 +69,9 @@ def build(
     call in ``with torch.device("meta"):`` to build a large preset without allocating weights.
     """
     p = get_preset(name, **overrides)
-    if part == "generator":
-        return GPEN(
-            p.size,
-            p.style_dim,
-            p.n_mlp,
-            channel_multiplier=p.channel_multiplier,
-            narrow=p.narrow,
-            noise_mode=p.noise_mode,
-        )
-    if part == "prior":
-        return Generator(
+    if part in ("generator", "prior"):
+        cls = GPEN if part == "generator" else Generator
+        return cls(
             p.size,
             p.style_dim,
             p.n_mlp,

@@ -51,7 +51,11 @@ def run(cfg: DictConfig) -> Any:
         if status:
             raise SystemExit(status)
         return status
-    stages = ", ".join((*TRAINING_STAGES, "restore"))
+    if stage == "export":
+        from gpen_lightning.export import run_export
+
+        return run_export(cfg)
+    stages = ", ".join((*TRAINING_STAGES, "restore", "export"))
     raise ValueError(f"unknown stage {stage!r}; available: {stages}")
 
 

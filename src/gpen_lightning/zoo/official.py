@@ -71,6 +71,10 @@ def _read(src: str | os.PathLike[str] | Mapping[str, Any], map_location: Any) ->
     path = Path(src)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device=str(map_location))
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
+
+from gpen_lightning.losses.networks import IRSE
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GPEN_SHARED", REPO.parent / "shared"))
@@ -42,3 +45,49 @@ def official_fixture() -> dict:
     data["g_state"] = cast
     data["d_state"] = {k: v.float() for k, v in data["d_state"].items()}
     return data
+
+
+# Small random stand-ins for the pretrained networks of the optional losses and metrics.
+@pytest.fixture(scope="session")
+def irse_file(tmp_path_factory):
+    """A small IR-SE stand-in with the official key layout (4 stages, 7x7 output)."""
+    torch.manual_seed(1)
+    net = IRSE([8, 8, 16, 16, 16, 32], stem=8, embedding=16, reduction=4).eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("weights") / "model_ir_se_tiny.pth"
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, path)
+    return path, net
+
+
+@pytest.fixture(scope="session")
+def alexnet_file(tmp_path_factory):
+    import torchvision
+
+    torch.manual_seed(2)
+    features = torchvision.models.alexnet(weights=None).features
+    path = tmp_path_factory.mktemp("weights") / "alexnet-standin.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return path, features
+
+
+@pytest.fixture(scope="session")
+def inception_file(tmp_path_factory):
+    """Random weights in torch-fidelity's Inception layout (built without its download)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3 as Inc
+
+    path = tmp_path_factory.mktemp("weights") / "inception-standin.pth"
+    with (
+        mock.patch.object(Inc, "load_state_dict", lambda self, sd: None),
+        mock.patch(
+            "torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url",
+            lambda *a, **k: {},
+        ),
+    ):
+        torch.manual_seed(3)
+        net = Inc("inception-v3-compat", ["2048"])
+    torch.save(net.state_dict(), path)
+    return path

@@ -55,7 +55,11 @@ def run(cfg: DictConfig) -> Any:
         from gpen_lightning.export import run_export
 
         return run_export(cfg)
-    stages = ", ".join((*TRAINING_STAGES, "restore", "export"))
+    if stage == "evaluate":
+        from gpen_lightning.evaluate import run_evaluate
+
+        return run_evaluate(cfg)
+    stages = ", ".join((*TRAINING_STAGES, "restore", "export", "evaluate"))
     raise ValueError(f"unknown stage {stage!r}; available: {stages}")
 
 

@@ -3,7 +3,7 @@
 Layering: ``kernels`` -> ``degradation``; ``folder`` / ``synthetic`` -> ``datamodule``.
 """
 
-from gpen_lightning.data.datamodule import FaceDataModule
+from gpen_lightning.data.datamodule import FaceDataModule, degrade_fixed
 from gpen_lightning.data.degradation import Degradation
 from gpen_lightning.data.folder import IMAGE_EXTENSIONS, FaceFolder, read_rgb
 from gpen_lightning.data.synthetic import SyntheticFaces, render_face
@@ -14,6 +14,7 @@ __all__ = [
     "FaceDataModule",
     "FaceFolder",
     "SyntheticFaces",
+    "degrade_fixed",
     "read_rgb",
     "render_face",
 ]

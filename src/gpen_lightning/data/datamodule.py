@@ -12,7 +12,7 @@ from gpen_lightning.data.degradation import Degradation
 from gpen_lightning.data.folder import FaceFolder
 from gpen_lightning.data.synthetic import SyntheticFaces
 
-__all__ = ["FaceDataModule"]
+__all__ = ["FaceDataModule", "degrade_fixed"]
 
 
 class FaceDataModule(L.LightningDataModule):
@@ -124,18 +124,7 @@ class FaceDataModule(L.LightningDataModule):
                 self._train_gen = self._new_train_generator()
             out = self.degradation(hq, generator=self._train_gen)
         else:
-            # one fixed seed per validation sample, independent of batch size and order
-            parts = [
-                self.val_degradation(hq[i : i + 1], seed=self.val_seed * 1_000_003 + int(idx))
-                for i, idx in enumerate(batch["index"].tolist())
-            ]
-            out = {
-                "lq": torch.cat([p["lq"] for p in parts]),
-                "hq": torch.cat([p["hq"] for p in parts]),
-                "params": {
-                    k: torch.cat([p["params"][k] for p in parts]) for k in parts[0]["params"]
-                },
-            }
+            out = degrade_fixed(self.val_degradation, hq, batch["index"], seed=self.val_seed)
         return {
             "lq": _to_signed(out["lq"]),
             "hq": _to_signed(out["hq"]),
@@ -148,6 +137,23 @@ class FaceDataModule(L.LightningDataModule):
             return {"hq": _to_signed(batch["hq"]), "index": batch["index"]}
         train = self.trainer is not None and self.trainer.training
         return self.degrade(batch, train=train)
+
+
+def degrade_fixed(
+    degradation: Degradation, hq: torch.Tensor, indices: torch.Tensor, *, seed: int
+) -> dict:
+    """Degrade each sample with its own seed derived from ``seed`` and its dataset index: the
+    same LQ for a face in every run, whatever the batch size and order (validation, evaluation).
+    """
+    parts = [
+        degradation(hq[i : i + 1], seed=seed * 1_000_003 + int(idx))
+        for i, idx in enumerate(indices.tolist())
+    ]
+    return {
+        "lq": torch.cat([p["lq"] for p in parts]),
+        "hq": torch.cat([p["hq"] for p in parts]),
+        "params": {k: torch.cat([p["params"][k] for p in parts]) for k in parts[0]["params"]},
+    }
 
 
 def _to_signed(x: torch.Tensor) -> torch.Tensor:

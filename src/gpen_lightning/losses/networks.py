@@ -142,7 +142,7 @@ def load_identity(path: str | os.PathLike[str] | None) -> IRSE:
         "the identity loss (module.id_weight > 0)",
         "download the ArcFace IR-SE50 weights used by the official GPEN training script "
         "(model_ir_se50.pth, from the pSp / InsightFace_Pytorch releases) and pass "
-        "module.id_weights=/path/to/model_ir_se50.pth",
+        "module.id_weights=/path/to/model_ir_se50.pth (id_weights=... for stage=evaluate)",
     )
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -164,7 +164,7 @@ def load_lpips(path: str | os.PathLike[str] | None, net: str = "alex") -> nn.Mod
         "LPIPS",
         f"download torchvision's ImageNet {name} weights "
         f"(https://download.pytorch.org/models/{_BACKBONE_FILES[net]}) and pass its path "
-        "(module.lpips_weights=/path/to/file)",
+        "(module.lpips_weights=PATH when training, lpips_weights=PATH for stage=evaluate)",
     )
     import torchvision
     from torchmetrics.functional.image.lpips import _LPIPS
@@ -190,7 +190,8 @@ def load_fid(path: str | os.PathLike[str] | None):
         "FID",
         "download torch-fidelity's Inception weights "
         "(https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-        "weights-inception-2015-12-05-6726825d.pth) and pass its path",
+        "weights-inception-2015-12-05-6726825d.pth) and pass its path (module.fid_weights=PATH "
+        "when training, fid_weights=PATH for stage=evaluate)",
     )
     from torchmetrics.image.fid import FrechetInceptionDistance
 

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install train test test-all lint format bench clean
+.PHONY: help install train test test-all lint format bench bench-quick clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -36,10 +36,12 @@ test: lint  ## lint, then the fast test suite (no slow, no gpu)
 test-all: lint  ## every test, slow ones included (gpu tests skip without CUDA)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install  ## benchmarks: inference s/face, degradation img/s, restoration faces/s
-	$(PY) benchmarks/infer.py
-	$(PY) benchmarks/degrade.py
+bench: install  ## benchmark suite (inference, training img/s, degradation) -> benchmarks/results/; restoration faces/s
+	$(PY) benchmarks/suite.py
 	$(PY) benchmarks/restore.py
+
+bench-quick: install  ## the suite on tiny presets, one repeat (what CI runs; no timing asserts)
+	$(PY) benchmarks/suite.py --quick --out $${OUT:-/tmp/gpen-bench-quick}
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist

@@ -1,0 +1,35 @@
+"""The benchmark suite's quick mode runs end to end and writes its reports (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "suite.py"
+
+
+def test_benchmark_suite_quick_mode(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SUITE), "--quick", "--device", "cpu", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["machine"]
+    variants = {(r["dtype"], r["variant"]) for r in results["inference"]}
+    assert variants == {
+        ("fp32", "channels_last"),
+        ("fp32", "contiguous"),
+        ("bf16", "channels_last"),
+    }
+    assert {r["stage"] for r in results["training"]} == {"prior", "finetune"}
+    for section in ("inference", "training", "degradation"):
+        for row in results[section]:
+            rate = row.get("faces_per_s", row.get("img_per_s"))
+            assert rate > 0, (section, row)
+    table = (tmp_path / "results.md").read_text()
+    assert table.startswith("Machine:") and "| prior | gpen-tiny-32 |" in table

@@ -195,7 +195,7 @@ def main() -> None:
     else:
         presets = ["gpen-bfr-256", "gpen-bfr-512"]
         batches = [1, 8, 32] if gpu else [1, 4]
-        repeats, warmup = (20, 3) if gpu else (5, 1)
+        repeats, warmup = (20, 3) if gpu else (7, 2)
         big = "gpen-bfr-512" if gpu else "gpen-tiny-128"
         train_plan = [
             ("prior", big, 2.0 if gpu else 0.2, 4),

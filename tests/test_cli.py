@@ -50,6 +50,8 @@ def test_every_config_option_composes_and_resolves(override, tmp_path):
     OmegaConf.resolve(cfg)  # every interpolation resolves (no missing mandatory value)
     stage = {
         "stage=restore": "restore",
+        "stage=evaluate": "evaluate",
+        "stage=export": "export",
         "stage=finetune": "finetune",
         "experiment=gpen512_paper": "finetune",
         "experiment=gpen512_official": "finetune",

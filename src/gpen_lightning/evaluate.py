@@ -149,7 +149,7 @@ def format_table(table: dict[str, dict[str, float]], n: int) -> str:
 
 def run_evaluate(cfg) -> dict[str, Any]:
     """The stage: build the set, evaluate, write ``report.{md,csv,json}`` and ``grid.png``."""
-    net = load_restoration_model(cfg.weights, model=cfg.model.name)
+    net = load_restoration_model(cfg.weights, model=cfg.model.name, runs_root=cfg.paths.log_dir)
     size = net.size
     if cfg.input:
         dataset = FaceFolder(cfg.input, size=size, flip=False)

@@ -128,7 +128,8 @@ def run_export(cfg) -> list[ExportResult]:
     the requested formats to ``output`` and print a verification table."""
     from gpen_lightning.restore.restorer import load_restoration_model
 
-    net = load_restoration_model(cfg.weights, model=cfg.model.name).cpu().eval()
+    net = load_restoration_model(cfg.weights, model=cfg.model.name, runs_root=cfg.paths.log_dir)
+    net = net.cpu().eval()
     out = Path(cfg.output or cfg.paths.output_dir)
     stem = cfg.name or (Path(cfg.weights).stem if cfg.weights else cfg.model.name)
     results = []

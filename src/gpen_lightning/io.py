@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_save", "atomic_write"]
+__all__ = ["atomic_save", "atomic_write", "latest_file"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
@@ -29,3 +29,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save(obj, path)`` through a temporary file and an atomic rename."""
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def latest_file(root: str | os.PathLike[str], stage: str, name: str) -> Path | None:
+    """The newest ``name`` written by ``stage`` runs under ``root/stage`` (runs and sweeps)."""
+    found = sorted(Path(root, stage).rglob(name), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None

@@ -114,6 +114,7 @@ def restore_files(cfg: DictConfig) -> int:
     restorer = Restorer(
         cfg.weights,
         model=cfg.model.name,
+        runs_root=cfg.paths.log_dir,
         device=None if cfg.device == "auto" else cfg.device,
         bf16=cfg.bf16,
         score_threshold=cfg.score_threshold,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpen_lightning.io import latest_file
 from gpen_lightning.restore.align import similarity_transform, warp_to
 from gpen_lightning.restore.align import template as template_points
 from gpen_lightning.restore.detect import Face, FaceDetector
@@ -52,12 +53,25 @@ class RestoreResult:
 
 
 def load_restoration_model(
-    weights: str | os.PathLike | nn.Module | None, *, model: str | None = None
+    weights: str | os.PathLike | nn.Module | None,
+    *,
+    model: str | None = None,
+    runs_root: str | os.PathLike = "outputs",
 ) -> GPEN:
     """A GPEN from official weights, our exports (``gpen.pt``, ``*-official.pth``), a fine-tuning
-    Lightning checkpoint (its EMA network), or random weights of preset ``model``."""
+    Lightning checkpoint (its EMA network), ``"latest"`` (the newest ``gpen.pt`` of a
+    ``stage=finetune`` run under ``runs_root``), or random weights of preset ``model``."""
     if isinstance(weights, nn.Module):
         return weights
+    if weights == "latest":
+        found = latest_file(runs_root, "finetune", "gpen.pt")
+        if found is None:
+            raise FileNotFoundError(
+                f"weights=latest found no gpen.pt under {Path(runs_root, 'finetune')}: run "
+                "`python -m gpen_lightning stage=finetune` first, or give weights=PATH"
+            )
+        log.info("weights=latest: %s", found)
+        weights = found
     if weights is None:
         if model is None:
             raise ValueError("give weights=PATH (a GPEN .pth / gpen.pt / .ckpt) or a model preset")
@@ -113,7 +127,8 @@ class Restorer:
 
     Args:
         weights: GPEN weights (path: official ``GPEN-BFR-*.pth``, our ``gpen.pt`` /
-            ``gpen-official.pth`` or a ``stage=finetune`` ``.ckpt``), or any ``nn.Module`` /
+            ``gpen-official.pth`` or a ``stage=finetune`` ``.ckpt``; ``"latest"``: the newest
+            ``stage=finetune`` export under ``runs_root``), or any ``nn.Module`` /
             callable mapping (B, 3, S, S) in [-1, 1] to the same (give ``size`` then).
         model: preset used with random weights when ``weights`` is None (benchmarks).
         size: crop size S (default: the network's).
@@ -135,6 +150,7 @@ class Restorer:
         weights: str | os.PathLike | nn.Module | Callable | None = None,
         *,
         model: str | None = None,
+        runs_root: str | os.PathLike = "outputs",
         size: int | None = None,
         device: str | torch.device | None = None,
         bf16: bool = False,
@@ -152,7 +168,8 @@ class Restorer:
         if callable(weights) and not isinstance(weights, nn.Module):
             self.net = weights
         else:
-            self.net = load_restoration_model(weights, model=model).to(self.device)
+            self.net = load_restoration_model(weights, model=model, runs_root=runs_root)
+            self.net = self.net.to(self.device)
         self.size = size or getattr(self.net, "size", None)
         if not self.size:
             raise ValueError("give size=S for a network without a .size attribute")

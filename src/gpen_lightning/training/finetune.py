@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from gpen_lightning import losses
+from gpen_lightning.io import latest_file
 from gpen_lightning.losses import networks
 from gpen_lightning.training.base import GANModule
 from gpen_lightning.zoo.generator import Generator
@@ -32,14 +33,14 @@ log = logging.getLogger(__name__)
 
 def latest_prior(root: str | os.PathLike[str]) -> Path:
     """The newest ``prior.pt`` written by ``stage=prior`` under ``root/prior`` (runs and sweeps)."""
-    found = sorted(Path(root, "prior").rglob("prior.pt"), key=lambda p: p.stat().st_mtime)
-    if not found:
+    found = latest_file(root, "prior", "prior.pt")
+    if found is None:
         raise FileNotFoundError(
             f"module.init=auto found no prior under {Path(root, 'prior')}: run `make train` "
             "(python -m gpen_lightning stage=prior) first, or pass module.init=PATH (a prior.pt, "
             "or an official GPEN .pth to continue training it), or module.init=none"
         )
-    return found[-1]
+    return found
 
 
 class FinetuneModule(GANModule):

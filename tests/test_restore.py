@@ -250,3 +250,18 @@ def test_cli_glob_and_aligned_inputs(tmp_path):
     with Image.open(outs[0]) as im:
         assert im.size == (512, 512)  # same size as the input crop
     assert len(list((tmp_path / "out" / "faces").glob("*.png"))) == 2
+
+
+def test_weights_latest_picks_the_newest_finetune_export(tmp_path):
+    from gpen_lightning.training import FinetuneModule
+
+    module = FinetuneModule(
+        model={"name": "gpen-tiny-32", "size": 32, "noise_mode": "concat"}, init=None
+    )
+    module.export_weights(tmp_path / "finetune" / "runs" / "a" / "gpen.pt")
+    restorer = Restorer("latest", runs_root=tmp_path)
+    assert restorer.size == 32
+    for k, v in module.g_ema.state_dict().items():
+        assert torch.equal(restorer.net.state_dict()[k], v), k
+    with pytest.raises(FileNotFoundError, match="stage=finetune"):
+        Restorer("latest", runs_root=tmp_path / "empty")

@@ -191,15 +191,19 @@ class Restorer:
         return self._detector
 
     # -- the network --------------------------------------------------------------------------
-    @torch.no_grad()
     def restore_faces(self, crops: torch.Tensor) -> torch.Tensor:
-        """Aligned crops (B, 3, S, S) float in [-1, 1] -> restored, same shape, in batches."""
+        """Aligned crops (B, 3, S, S) float in [-1, 1] -> restored, same shape, in batches
+        (the network runs under ``torch.inference_mode``)."""
         out = []
         for chunk in crops.split(self.batch_size):
             chunk = chunk.to(self.device, torch.float32)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                y = self.net(chunk)
-            out.append(y.float().clamp(-1, 1))
+            with (
+                torch.inference_mode(),
+                torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16),
+            ):
+                y = self.net(chunk).float().clamp(-1, 1)
+            out.append(y)
+        # concatenated outside inference mode: an ordinary tensor the paste-back may modify
         return torch.cat(out) if out else crops.new_zeros(0, 3, self.size, self.size)
 
     # -- whole pipeline ------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = _trainer(cfg, callbacks, loggers)
     if trainer.is_global_zero:
-        (Path(cfg.paths.output_dir)).mkdir(parents=True, exist_ok=True)
+        Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
     resuming = bool(cfg.get("ckpt_path"))
     before = after = None
     try:

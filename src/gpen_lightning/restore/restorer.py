@@ -117,6 +117,13 @@ def _to_chw_uint8(image: Image) -> torch.Tensor:
     return image
 
 
+def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """(C, H, W) float -> (C, *size), antialiased; unchanged when already that size."""
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x[None], size=size, mode=mode, antialias=True, align_corners=False)[0]
+
+
 def _hwc(x: torch.Tensor) -> np.ndarray:
     """float (3, H, W) in [0, 1] -> (H, W, 3) uint8."""
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
@@ -229,39 +236,14 @@ class Restorer:
         return results
 
     def _restore_aligned(self, tensors: list[torch.Tensor]) -> list[RestoreResult]:
-        crops = (
-            torch.stack(
-                [
-                    F.interpolate(
-                        t[None].float(),
-                        size=(self.size, self.size),
-                        mode="bilinear",
-                        antialias=True,
-                        align_corners=False,
-                    )[0]
-                    if t.shape[-2:] != (self.size, self.size)
-                    else t.float()
-                    for t in tensors
-                ]
-            )
-            / 127.5
-            - 1
-        )
+        """Aligned crops of any size: resized to S, restored, resized back."""
+        s = (self.size, self.size)
+        crops = torch.stack([_resize(t.float(), s, "bilinear") for t in tensors]) / 127.5 - 1
         out = self._blend(self.restore_faces(crops), crops)
         results = []
         for t, c, o in zip(tensors, crops, out):
             h, w = t.shape[-2:]
-            img = (
-                F.interpolate(
-                    ((o + 1) / 2)[None],
-                    size=(h, w),
-                    mode="bicubic",
-                    antialias=True,
-                    align_corners=False,
-                )[0]
-                if (h, w) != (self.size, self.size)
-                else (o + 1) / 2
-            )
+            img = _resize((o + 1) / 2, (h, w), "bicubic")
             face = RestoredFace(
                 box=np.array([0, 0, w, h], np.float32),
                 landmarks=np.zeros((0, 2), np.float32),
@@ -297,7 +279,7 @@ class Restorer:
             if self.bg_upsampler is not None:
                 bg = self.bg_upsampler(bg, s)
             else:
-                bg = F.interpolate(bg[None], size=size, mode="bicubic", align_corners=False)[0]
+                bg = _resize(bg, size, "bicubic")
             bg = bg.clamp(0, 1)
         if not faces:
             return RestoreResult(image=_hwc(bg))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
@@ -126,21 +127,28 @@ def restore_files(cfg: DictConfig) -> int:
     report = Report()
     inputs = {p.resolve() for p in files}
     progress = tqdm(files, desc="restore", unit="img", file=sys.stdout, dynamic_ncols=True)
-    for path in progress:
-        rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
-        target = out_dir / rel.parent / f"{rel.stem}{suffix}.png"
-        if target.resolve() in inputs:
-            report.skipped[str(path)] = "its output would overwrite an input (set a suffix)"
-            continue
-        if target.exists() and not cfg.overwrite:
-            report.skipped[str(path)] = f"{target} exists (overwrite=true replaces it)"
-            continue
+    pending: list[tuple[Path, Path, Path, torch.Tensor]] = []  # path, rel, target, image
+
+    def flush() -> None:
+        """Restore the pending images together (their faces share network batches)."""
+        images = [item[3] for item in pending]
         try:
-            image = _read(path, int(cfg.max_pixels))
-            result = restorer.restore(image, aligned=cfg.aligned)
-        except (ValueError, OSError, RuntimeError) as err:
-            report.failed[str(path)] = str(err).splitlines()[0]
-            continue
+            results = restorer.restore_many(images, aligned=cfg.aligned)
+        except (ValueError, OSError, RuntimeError):  # find out which image fails
+            results = []
+            for path, _, _, image in pending:
+                try:
+                    results.append(restorer.restore(image, aligned=cfg.aligned))
+                except (ValueError, OSError, RuntimeError) as err:
+                    report.failed[str(path)] = str(err).splitlines()[0]
+                    results.append(None)
+        for (path, rel, target, image), result in zip(pending, results):
+            if result is not None:
+                _write(result, image, rel, target, path)
+        pending.clear()
+        progress.set_postfix(faces=report.faces, failed=len(report.failed))
+
+    def _write(result, image, rel: Path, target: Path, path: Path) -> None:
         _save(result.image, target)
         report.images += 1
         report.faces += len(result.faces)
@@ -152,10 +160,27 @@ def restore_files(cfg: DictConfig) -> int:
                 _save(pair, out_dir / "faces" / rel.parent / f"{rel.stem}{suffix}_{i:02d}.png")
         if cfg.compare:
             before = image.permute(1, 2, 0).numpy()
-            _save(
-                _side_by_side(before, result.image), out_dir / "compare" / rel.parent / target.name
-            )
-        progress.set_postfix(faces=report.faces, failed=len(report.failed))
+            compare = out_dir / "compare" / rel.parent / target.name
+            _save(_side_by_side(before, result.image), compare)
+
+    for path in progress:
+        rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+        target = out_dir / rel.parent / f"{rel.stem}{suffix}.png"
+        if target.resolve() in inputs:
+            report.skipped[str(path)] = "its output would overwrite an input (set a suffix)"
+            continue
+        if target.exists() and not cfg.overwrite:
+            report.skipped[str(path)] = f"{target} exists (overwrite=true replaces it)"
+            continue
+        try:
+            pending.append((path, rel, target, _read(path, int(cfg.max_pixels))))
+        except (ValueError, OSError) as err:
+            report.failed[str(path)] = str(err).splitlines()[0]
+            continue
+        if len(pending) >= cfg.images_per_batch:
+            flush()
+    if pending:
+        flush()
     progress.close()
     print(report.summary())
     print(f"Outputs in {out_dir}")

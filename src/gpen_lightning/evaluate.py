@@ -85,6 +85,8 @@ def evaluate(
     net = net.to(device).eval()
     lpips = _optional("LPIPS", lambda p: networks.load_lpips(p, lpips_net), lpips_weights)
     arcface = _optional("identity distance", networks.load_identity, id_weights)
+    lpips = lpips.to(device) if lpips is not None else None
+    arcface = arcface.to(device) if arcface is not None else None
     fids = {}
     for m in METHODS if fid_weights else ():
         fid = _optional("FID", networks.load_fid, fid_weights)
@@ -100,6 +102,8 @@ def evaluate(
         lq = pair["lq"].float().div(255).to(device)
         restored = (net(lq * 2 - 1).float().clamp(-1, 1) + 1) / 2
         outputs = {"input": lq, "bicubic": _bicubic(lq, pair["params"]["scale"]), "gpen": restored}
+        if arcface is not None:  # the HQ side once per batch, shared by every method
+            hq_embedding = arcface(networks.face_crop_112(hq * 2 - 1))
         for method, out in outputs.items():
             scores = {
                 "psnr": peak_signal_noise_ratio(
@@ -110,11 +114,10 @@ def evaluate(
                 ),
             }
             if lpips is not None:
-                scores["lpips"] = lpips.to(device)(out * 2 - 1, hq * 2 - 1).flatten()
+                scores["lpips"] = lpips(out * 2 - 1, hq * 2 - 1).flatten()
             if arcface is not None:
-                a = arcface.to(device)(networks.face_crop_112(out * 2 - 1))
-                b = arcface(networks.face_crop_112(hq * 2 - 1))
-                cos = (a * b).sum(1).clamp(-1, 1)
+                embedding = arcface(networks.face_crop_112(out * 2 - 1))
+                cos = (embedding * hq_embedding).sum(1).clamp(-1, 1)
                 scores["id_deg"] = torch.rad2deg(torch.arccos(cos))
             for k, v in scores.items():
                 sums[method][k] = sums[method].get(k, 0.0) + float(v.sum())

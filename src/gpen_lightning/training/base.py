@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -21,9 +22,20 @@ from gpen_lightning.io import atomic_save
 from gpen_lightning.training.ema import ema_beta, update_ema
 from gpen_lightning.training.grads import zero_nonfinite_grads
 
-__all__ = ["GANModule"]
+__all__ = ["GANModule", "eval_mode"]
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Run ``module`` in eval mode inside the block, restoring its previous mode after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 class GANModule(L.LightningModule):

@@ -16,7 +16,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from gpen_lightning import losses
 from gpen_lightning.io import latest_file
 from gpen_lightning.losses import networks
-from gpen_lightning.training.base import GANModule
+from gpen_lightning.training.base import GANModule, eval_mode
 from gpen_lightning.zoo.generator import Generator
 from gpen_lightning.zoo.gpen import GPEN
 from gpen_lightning.zoo.official import (
@@ -295,11 +295,8 @@ class FinetuneModule(GANModule):
             batch = dm.degrade(batch, train=False)
             self._samples = (batch["lq"], batch["hq"])
         lq, hq = (x.to(self.device) for x in self._samples)
-        net = self._net()
-        was_training = net.training
-        net.eval()
-        out = net(lq).float().clamp(-1, 1)
-        net.train(was_training)
+        with eval_mode(self._net()) as net:
+            out = net(lq).float().clamp(-1, 1)
         return torch.stack([lq.float(), out, hq.float()], 1).flatten(0, 1)
 
     def export_weights(self, path: str | os.PathLike[str]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from gpen_lightning import losses
-from gpen_lightning.training.base import GANModule
+from gpen_lightning.training.base import GANModule, eval_mode
 from gpen_lightning.zoo.presets import build
 
 __all__ = ["PriorModule"]
@@ -131,11 +131,8 @@ class PriorModule(GANModule):
         gen = torch.Generator().manual_seed(self.hparams.sample_seed)
         z = torch.randn(n, g.style_dim, generator=gen).to(self.device)
         noise = [torch.randn(s, generator=gen).to(self.device) for s in g.noise_shapes(n)]
-        was_training = g.training
-        g.eval()
-        images = g(z, noise=noise).float().clamp(-1, 1)
-        g.train(was_training)
-        return images
+        with eval_mode(g):
+            return g(z, noise=noise).float().clamp(-1, 1)
 
     def export_weights(self, path: str | os.PathLike[str]) -> None:
         """Write the prior for the fine-tuning stage: ``{"g_ema", "g", "d", "meta"}``."""

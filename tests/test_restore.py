@@ -265,36 +265,3 @@ def test_weights_latest_picks_the_newest_finetune_export(tmp_path):
         assert torch.equal(restorer.net.state_dict()[k], v), k
     with pytest.raises(FileNotFoundError, match="stage=finetune"):
         Restorer("latest", runs_root=tmp_path / "empty")
-
-
-def test_nms_vote_averages_each_cluster():
-    from gpen_lightning.restore.detect import _nms_vote
-
-    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], float)
-    points = np.stack([np.full((5, 2), v) for v in (0.0, 4.0, 100.0)])
-    scores = np.array([0.75, 0.25, 0.9])
-    b, p, s = _nms_vote(boxes, points, scores, 0.4)
-    np.testing.assert_allclose(s, [0.9, 0.75])
-    np.testing.assert_allclose(b[1], [0.25, 0, 10.25, 10])
-    np.testing.assert_allclose(p[1], np.full((5, 2), 1.0))
-    np.testing.assert_allclose(p[0], np.full((5, 2), 100.0))
-
-
-def test_landmarks_are_stable_under_alignment_on_real_ffhq_faces():
-    """Detect on an FFHQ-aligned face, align it, detect again: the landmarks land where the
-    alignment moved them (mean over the 10 FFHQ faces < 2.5 px at 512 px; measured 1.8 px)."""
-    files = sorted(shared_path("data", "faces-hq").glob("ffhq_*.png"))
-    detector = RetinaFaceDetector()
-    points = template("ffhq", 512)
-    errors = []
-    for path in files:
-        image = np.array(Image.open(path).convert("RGB").resize((512, 512), Image.BICUBIC))
-        before = max(detector(image), key=lambda f: f.score).landmarks
-        m = similarity_transform(before, points)
-        crop = warp_to(
-            torch.from_numpy(image).permute(2, 0, 1).float(), torch.tensor(m[None]).float(), 512
-        )
-        crop = crop[0].clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
-        after = max(detector(crop), key=lambda f: f.score).landmarks
-        errors.append(np.linalg.norm(after - _apply(m, before), axis=1).mean())
-    assert len(errors) == 10 and np.mean(errors) < 2.5, errors

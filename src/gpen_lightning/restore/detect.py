@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -139,15 +140,8 @@ class RetinaFaceDetector:
     @classmethod
     def anchors(cls, height: int, width: int) -> np.ndarray:
         """Anchor centres and sizes (A, 4) as (cx, cy, w, h) in pixels, in the network's order
-        (stride, then row, column, size)."""
-        out = []
-        for stride, sizes in zip(cls.STRIDES, cls.ANCHORS):
-            ny, nx = -(-height // stride), -(-width // stride)
-            ys, xs = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-            centres = (np.stack([xs, ys], -1).reshape(-1, 1, 2) + 0.5) * stride  # (L, 1, 2)
-            wh = np.broadcast_to(np.array(sizes, np.float64)[None, :, None], (len(centres), 2, 2))
-            out.append(np.concatenate([np.repeat(centres, 2, 1), wh], -1).reshape(-1, 4))
-        return np.concatenate(out)
+        (stride, then row, column, size); cached per image size, read-only."""
+        return _anchors(height, width, cls.STRIDES, cls.ANCHORS)
 
     def raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every anchor's decoded box (A, 4) x0 y0 x1 y1, landmarks (A, 5, 2) and face score
@@ -197,6 +191,22 @@ class RetinaFaceDetector:
             if face.size >= self.min_size:
                 faces.append(face)
         return faces
+
+
+@lru_cache(maxsize=16)
+def _anchors(
+    height: int, width: int, strides: tuple[int, ...], sizes: tuple[tuple[int, int], ...]
+) -> np.ndarray:
+    out = []
+    for stride, pair in zip(strides, sizes):
+        ny, nx = -(-height // stride), -(-width // stride)
+        ys, xs = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+        centres = (np.stack([xs, ys], -1).reshape(-1, 1, 2) + 0.5) * stride  # (L, 1, 2)
+        wh = np.broadcast_to(np.array(pair, np.float64)[None, :, None], (len(centres), 2, 2))
+        out.append(np.concatenate([np.repeat(centres, 2, 1), wh], -1).reshape(-1, 4))
+    anchors = np.concatenate(out)
+    anchors.setflags(write=False)
+    return anchors
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

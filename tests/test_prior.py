@@ -4,6 +4,7 @@ NaN handling, checkpoints and the exported prior."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import ClassVar
 
@@ -74,8 +75,17 @@ def tiny_run(tmp_path_factory):
     """One short prior run (25 minibatches of 8) with fast EMA; shared by several tests."""
     out = tmp_path_factory.mktemp("prior")
     cfg = _cfg(out, "module.ema_half_life_kimg=0.05")
-    result = train(cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(cfg)
+    result["warnings"] = [str(w.message) for w in caught]
     return cfg, result, out
+
+
+def test_prior_run_does_not_warn_about_validation(tiny_run):
+    """The prior stage has no validation step; the shared DataModule's loader is not flagged."""
+    messages = tiny_run[1]["warnings"]
+    assert not [m for m in messages if "val_dataloader" in m or "validation_step" in m], messages
 
 
 def test_tiny_run_executes_lazy_regularizers_and_finite_losses(tiny_run):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from gpen_lightning.training.callbacks import AtomicCheckpointIO, KimgCheckpoint, SampleGrid
@@ -79,7 +81,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         if cfg.get("validate_first") and not resuming:
             before = _scalars(trainer.validate(module, datamodule=datamodule, verbose=False))
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        with warnings.catch_warnings():
+            if not is_overridden("validation_step", module):
+                # the prior stage validates nothing; the shared DataModule still defines a loader
+                warnings.filterwarnings("ignore", "You passed in a `val_dataloader` but have no")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.get("validate_last") and not getattr(module, "diverged", False):
             after = _scalars(trainer.validate(module, datamodule=datamodule, verbose=False))

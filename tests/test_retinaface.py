@@ -91,6 +91,8 @@ def test_wrong_files_are_refused_with_a_reason(tmp_path):
         load_retinaface(partial)
     with pytest.raises(FileNotFoundError, match=r"RetinaFace-R50\.pth"):
         RetinaFaceDetector(weights=tmp_path / "missing.pth")(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth not found"):
+        load_retinaface(tmp_path / "missing.pth")
 
 
 def test_detector_from_a_weight_file_finds_the_same_faces(tmp_path):

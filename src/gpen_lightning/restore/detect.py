@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -103,16 +102,7 @@ class RetinaFaceDetector:
         if self._net is None:
             from gpen_lightning.restore.retinaface import bundled_retinaface, load_retinaface
 
-            if self.weights is None:
-                net = bundled_retinaface()
-            else:
-                if not Path(self.weights).is_file():
-                    raise FileNotFoundError(
-                        f"detector weights {self.weights} not found: give a RetinaFace file "
-                        "(e.g. GPEN's RetinaFace-R50.pth) or leave detector_weights unset for "
-                        "the bundled MobileNet-0.25"
-                    )
-                net = load_retinaface(self.weights)
+            net = bundled_retinaface() if self.weights is None else load_retinaface(self.weights)
             self._net = net.to(self.device).eval()
         return self._net
 

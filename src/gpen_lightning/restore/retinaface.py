@@ -171,6 +171,11 @@ def load_retinaface(path: str | os.PathLike, *, map_location="cpu") -> RetinaFac
     """A RetinaFace from a reference-layout weight file (``Resnet50_Final.pth``,
     ``mobilenet0.25_Final.pth``, GPEN's ``RetinaFace-R50.pth``; a ``module.`` prefix from
     DataParallel is removed). The backbone is inferred from the keys; loading is strict."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"RetinaFace weights {path} not found: give a RetinaFace file (e.g. GPEN's "
+            "RetinaFace-R50.pth), or leave detector_weights unset for the bundled MobileNet-0.25"
+        )
     state = torch.load(path, map_location=map_location, weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]

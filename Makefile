@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install train test test-all lint format bench bench-quick clean
+.PHONY: help install train test test-all lint format bench bench-quick gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -42,6 +42,9 @@ bench: install  ## benchmark suite (inference, training img/s, degradation) -> b
 
 bench-quick: install  ## the suite on tiny presets, one repeat (what CI runs; no timing asserts)
 	$(PY) benchmarks/suite.py --quick --out $${OUT:-/tmp/gpen-bench-quick}
+
+gpu-check:  ## on a GPU machine: gpu tests + training/inference benchmarks -> OUT (PART=tests|train|infer|all)
+	bash benchmarks/gpu_check.sh $${PART:-all}
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist

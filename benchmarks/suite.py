@@ -9,8 +9,8 @@ benchmarks/results/). Nothing here asserts a time: the figures are for reading.
 
 - inference: seconds per face and faces/s per preset, batch size, dtype (fp32 / bf16 autocast) and
   memory format (channels-last vs contiguous); torch.compile with --compile;
-- training: images/s of the prior and fine-tuning stages (median of the per-step figure the
-  modules log), through the real `train(cfg)`;
+- training: images/s of the prior and fine-tuning stages through the real modules and Trainer
+  (`benchmarks/train.py`, which also covers batch sizes, bf16 and compile);
 - degradation: images/s of the batched GPEN degradation model at the model size.
 """
 
@@ -21,13 +21,10 @@ import os
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import argparse
-import csv
 import json
 import platform
 import statistics
 import sys
-import tempfile
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -35,10 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from degrade import bench_ours
-from gpen_lightning.config import compose
-from gpen_lightning.train import train
 from gpen_lightning.zoo import build
 from infer import time_forward
+from train import bench_stage
 
 
 def machine(device: torch.device) -> str:
@@ -110,46 +106,10 @@ class _Wrap(torch.nn.Module):
         return self.compiled(x)
 
 
-def bench_training(stage: str, preset: str, kimg: float, batch: int, device: str) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        overrides = [
-            f"stage={stage}",
-            f"model={preset}",
-            "logger=csv",
-            f"paths.output_dir={tmp}",
-            f"model.recipe.{stage}_kimg={kimg}",
-            f"model.recipe.batch_size={batch}",
-            "model.recipe.sample_every_kimg=1000",
-            "model.recipe.ckpt_every_kimg=1000",
-            "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false",
-            "trainer.log_every_n_steps=1",
-            f"trainer.accelerator={'gpu' if device.startswith('cuda') else 'cpu'}",
-            "data.synthetic_length=512",
-        ]
-        if stage == "finetune":
-            overrides += [
-                "module.init=none",
-                "validate_first=false",
-                "validate_last=false",
-                "trainer.limit_val_batches=0",
-            ]
-        t0 = time.perf_counter()
-        result = train(compose(overrides))
-        wall = time.perf_counter() - t0
-        with open(Path(tmp) / "csv" / "metrics.csv") as f:
-            rates = [
-                float(r["perf/img_per_sec"]) for r in csv.DictReader(f) if r.get("perf/img_per_sec")
-            ]
-    rates = rates[len(rates) // 5 :] or rates  # skip the warm-up steps
-    return dict(
-        stage=stage,
-        preset=preset,
-        batch=batch,
-        img_per_s=statistics.median(rates),
-        kimg=result["kimg"],
-        wall_s=wall,
-    )
+def bench_training(stage: str, preset: str, steps: int, batch: int, device: str) -> dict:
+    """img/s of one stage through the real modules (``benchmarks/train.py``), fp32."""
+    warmup = max(2, steps // 4)
+    return bench_stage(stage, preset, batch, device=device, steps=steps, warmup=warmup)
 
 
 def write_reports(out: Path, header: str, results: dict) -> None:
@@ -190,7 +150,7 @@ def main() -> None:
     gpu = device.type == "cuda"
     if args.quick:
         presets, batches, repeats, warmup = ["gpen-tiny-64"], [1, 2], 1, 1
-        train_plan = [("prior", "gpen-tiny-32", 0.04, 4), ("finetune", "gpen-tiny-32", 0.04, 4)]
+        train_plan = [("prior", "gpen-tiny-32", 3, 4), ("finetune", "gpen-tiny-32", 3, 4)]
         degrade_plan = [("gfpgan", 64, 4, 1)]
     else:
         presets = ["gpen-bfr-256", "gpen-bfr-512"]
@@ -198,8 +158,8 @@ def main() -> None:
         repeats, warmup = (20, 3) if gpu else (7, 2)
         big = "gpen-bfr-512" if gpu else "gpen-tiny-128"
         train_plan = [
-            ("prior", big, 2.0 if gpu else 0.2, 4),
-            ("finetune", big, 2.0 if gpu else 0.2, 4),
+            ("prior", big, 30 if gpu else 20, 4),
+            ("finetune", big, 30 if gpu else 20, 4),
         ]
         degrade_plan = [("gfpgan", 512, 16, 3)]
     dtypes = ["fp32", "bf16"]
@@ -211,8 +171,8 @@ def main() -> None:
     )
     print("training:")
     training = []
-    for stage, preset, kimg, batch in train_plan:
-        r = bench_training(stage, preset, kimg, batch, args.device)
+    for stage, preset, steps, batch in train_plan:
+        r = bench_training(stage, preset, steps, batch, args.device)
         training.append(r)
         print(f"  {stage:<9} {preset:<14} b{batch:<3} {r['img_per_s']:8.1f} img/s", flush=True)
     print("degradation:")

@@ -33,3 +33,22 @@ def test_benchmark_suite_quick_mode(tmp_path):
             assert rate > 0, (section, row)
     table = (tmp_path / "results.md").read_text()
     assert table.startswith("Machine:") and "| prior | gpen-tiny-32 |" in table
+
+
+def test_training_benchmark_quick_mode(tmp_path):
+    script = SUITE.parent / "train.py"
+    out = tmp_path / "train.json"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["stage"] for r in rows] == ["prior", "finetune"]
+    for row in rows:
+        assert row["img_per_s"] > 0 and row["s_per_step"] > 0 and row["batch"] == 4
+    share = rows[1]["degradation_share"]
+    assert 0 < share < 1  # the degradation alone is a fraction of a fine-tuning step
+    assert "| prior | gpen-tiny-32 | 4 | 32-true | off |" in proc.stdout

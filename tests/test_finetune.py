@@ -108,7 +108,8 @@ def test_loss_terms_carry_their_weights():
         model=TINY, init=None, adv_weight=0.5, content_weight=2.0, fm_weight=0.1
     )
     lq, hq = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
-    total, terms, out = module.generator_loss(lq, hq)
+    total, _ = module.loss.g_main({"lq": lq, "hq": hq})
+    terms, out = module.loss.generator_terms({"lq": lq, "hq": hq})
     assert set(terms) == {"adv", "content", "fm"}
     expected = 0.5 * terms["adv"] + 2.0 * terms["content"] + 0.1 * terms["fm"]
     torch.testing.assert_close(total, expected)
@@ -119,7 +120,7 @@ def test_loss_terms_carry_their_weights():
     fm = sum((f - r).abs().mean() for f, r in zip(fake, real))
     torch.testing.assert_close(terms["fm"], fm)
     paper = FinetuneModule(model=TINY, init=None)
-    assert paper.weights == {"adv": 1.0, "content": 1.0, "fm": 0.02}
+    assert paper.loss.weights == {"adv": 1.0, "content": 1.0, "fm": 0.02}
 
 
 def test_optimizer_groups_follow_the_100_10_1_ratio():

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gpen_lightning import losses
-from gpen_lightning.training import ema_beta, update_ema, zero_nonfinite_grads
+from gpen_lightning.training import ema_beta, sanitize_grads, update_ema, zero_nonfinite_grads
 
 
 def test_logistic_losses_match_formula():
@@ -87,11 +88,11 @@ def test_path_length_mean_is_reduced_across_processes():
 
 
 def test_mixing_latents_probability_and_crossover():
-    g = torch.Generator().manual_seed(0)
+    g, rng = torch.Generator().manual_seed(0), random.Random(0)
     n_latent = 10
     mixed, cuts = 0, set()
     for _ in range(2000):
-        zs, cut = losses.mixing_latents(3, 5, prob=0.9, n_latent=n_latent, generator=g)
+        zs, cut = losses.mixing_latents(3, 5, prob=0.9, n_latent=n_latent, generator=g, rng=rng)
         assert all(z.shape == (3, 5) for z in zs)
         if len(zs) == 2:
             mixed += 1
@@ -101,7 +102,7 @@ def test_mixing_latents_probability_and_crossover():
             assert cut is None
     assert abs(mixed / 2000 - 0.9) < 0.03
     assert cuts == set(range(1, n_latent))
-    zs, cut = losses.mixing_latents(3, 5, prob=0.0, n_latent=n_latent, generator=g)
+    zs, cut = losses.mixing_latents(3, 5, prob=0.0, n_latent=n_latent, generator=g, rng=rng)
     assert len(zs) == 1 and cut is None
 
 
@@ -152,3 +153,15 @@ def test_zero_nonfinite_grads_counts_and_fixes():
     torch.testing.assert_close(p3.grad, torch.tensor([0.0, 0.0, 0.5]))
     assert zero_nonfinite_grads([p2]) == 0
     assert F.softplus(torch.tensor(0.0)).item() == pytest.approx(math.log(2))
+
+
+def test_sanitize_grads_keep_false_zeroes_everything_on_the_device():
+    p1, p2 = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    p1.grad = torch.tensor([1.0, math.nan, 2.0])
+    p2.grad = torch.tensor([4.0, 5.0])
+    n_bad = sanitize_grads([p1, p2], keep=torch.tensor(False))
+    assert isinstance(n_bad, torch.Tensor) and n_bad.ndim == 0 and int(n_bad) == 1
+    assert not p1.grad.any() and not p2.grad.any()
+    p2.grad = torch.tensor([4.0, 5.0])
+    assert int(sanitize_grads([p2], keep=torch.tensor(True))) == 0
+    torch.testing.assert_close(p2.grad, torch.tensor([4.0, 5.0]))

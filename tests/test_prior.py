@@ -15,8 +15,8 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from PIL import Image
 
-from gpen_lightning import losses
 from gpen_lightning.config import compose
+from gpen_lightning.losses import gan
 from gpen_lightning.train import train
 from gpen_lightning.zoo import Discriminator, Generator, load_official
 
@@ -196,17 +196,24 @@ def test_nonfinite_gradients_are_zeroed_and_counted(tmp_path):
     assert not result["diverged"]
 
 
-def test_repeated_nan_losses_stop_cleanly_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch):
+def _poison_g_loss(monkeypatch, after: int) -> None:
+    """From the (after+1)-th call on, the prior's generator loss is NaN."""
     calls = {"n": 0}
-    original = losses.g_nonsaturating_loss
+    original = gan.g_nonsaturating_loss
 
     def poisoned(logits):
         calls["n"] += 1
         loss = original(logits)
-        return loss * float("nan") if calls["n"] > 16 else loss
+        return loss * float("nan") if calls["n"] > after else loss
 
-    monkeypatch.setattr(losses, "g_nonsaturating_loss", poisoned)
-    cfg = _cfg(tmp_path, "model.recipe.prior_kimg=1", "module.max_nan_streak=3")
+    monkeypatch.setattr(gan, "g_nonsaturating_loss", poisoned)
+
+
+def test_repeated_nan_losses_stop_cleanly_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch):
+    _poison_g_loss(monkeypatch, after=16)
+    cfg = _cfg(
+        tmp_path, "model.recipe.prior_kimg=1", "module.max_nan_streak=3", "module.check_every=1"
+    )
     cfg.callbacks.checkpoint.every_kimg = 0.04  # every 5 minibatches
     result = train(cfg)
     assert result["diverged"]
@@ -214,6 +221,25 @@ def test_repeated_nan_losses_stop_cleanly_and_keep_the_last_good_checkpoint(tmp_
     assert int(state["images_seen"]) == 120  # written at minibatch 15, before the NaNs began
     assert int(state["nonfinite_losses"]) == 0
     assert result["kimg"] == pytest.approx(19 * 8 / 1000)  # stopped after 3 NaN minibatches
+
+
+def test_nan_streak_read_back_lazily_still_stops_before_a_bad_checkpoint(tmp_path, monkeypatch):
+    """check_every=8: the streak is read every 8 minibatches and before each checkpoint, so the
+    run stops a little later but never writes a checkpoint after the streak began."""
+    _poison_g_loss(monkeypatch, after=16)
+    cfg = _cfg(
+        tmp_path, "model.recipe.prior_kimg=1", "module.max_nan_streak=3", "module.check_every=8"
+    )
+    cfg.callbacks.checkpoint.every_kimg = 0.04
+    result = train(cfg)
+    assert result["diverged"]
+    state = _load(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
+    # NaNs from minibatch 16; the checkpoint due after minibatch 19 (160 images) reads a streak
+    # of 4 and is not written; the check after minibatch 23 (every 8) is not reached
+    assert int(state["images_seen"]) == 120 and int(state["nonfinite_losses"]) == 0
+    assert result["kimg"] == pytest.approx(20 * 8 / 1000)
+    ckpt_g = _part(state, "generator.")
+    assert all(torch.isfinite(v).all() for v in ckpt_g.values())
 
 
 @pytest.mark.gpu

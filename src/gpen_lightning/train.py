@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
@@ -54,6 +56,29 @@ def _trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     )
 
 
+def build_run(
+    cfg: DictConfig, *, extra_callbacks: Sequence[L.Callback] = ()
+) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """Seed, then instantiate the config's DataModule, module, callbacks, loggers and Trainer
+    (``extra_callbacks`` appended): what ``train`` fits, for benchmarks and custom loops."""
+    _configure_backends(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    module = instantiate(cfg.module, _convert_="all")
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), *extra_callbacks]
+    loggers = _instantiate_all(cfg.get("logger"))
+    return datamodule, module, _trainer(cfg, callbacks, loggers)
+
+
+def _configure_backends(cfg: DictConfig) -> None:
+    """TF32 matmuls and convolutions on Ampere and newer GPUs (``tf32``, default true; cuDNN's
+    own autotuner is ``trainer.benchmark``)."""
+    tf32 = bool(cfg.get("tf32", True))
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the stage's module on its data as configured; return where things were written.
 
@@ -66,14 +91,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"ckpt_path={cfg.ckpt_path} does not exist; give a Lightning checkpoint such as "
             "outputs/prior/runs/<timestamp>/checkpoints/last.ckpt"
         )
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    datamodule = instantiate(cfg.data, _convert_="all")
-    module = instantiate(cfg.module, _convert_="all")
-    callbacks = _instantiate_all(cfg.get("callbacks"))
-    loggers = _instantiate_all(cfg.get("logger"))
-    trainer = _trainer(cfg, callbacks, loggers)
+    datamodule, module, trainer = build_run(cfg)
+    callbacks, loggers = trainer.callbacks, trainer.loggers
     if trainer.is_global_zero:
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
     resuming = bool(cfg.get("ckpt_path"))
@@ -101,7 +120,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": str(ckpt.last_path) if ckpt is not None and ckpt.last_path else None,
         "export": str(export) if export is not None and export.is_file() else None,
         "samples": str(samples.dirpath) if samples is not None and samples.written else None,
-        "kimg": int(getattr(module, "images_seen", 0)) / 1000,
+        "kimg": getattr(module, "num_images", 0) / 1000,
         "diverged": bool(getattr(module, "diverged", False)),
         "metrics": metrics,
         "validation_first": before,

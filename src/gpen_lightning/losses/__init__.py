@@ -2,6 +2,7 @@
 
 ``gan``: the StyleGAN2 recipe of the prior stage (non-saturating logistic loss, lazy R1, path-length
 regularization, style-mixing latents) and its lazy-regularization optimizer correction.
+``phases``: the loss objects of both stages (phases Dmain, Dreg, Gmain, Greg with their weights).
 ``restoration``: the fine-tuning losses (content L1 / smooth-L1, discriminator feature matching,
 ArcFace identity). ``networks``: the pretrained networks of the optional losses and metrics
 (IR-SE ArcFace, LPIPS, FID Inception), loaded from local files only.
@@ -16,9 +17,14 @@ from gpen_lightning.losses.gan import (
     r1_penalty,
 )
 from gpen_lightning.losses.networks import MissingWeightsError
+from gpen_lightning.losses.phases import PHASES, FinetuneLoss, GANLoss, PriorLoss
 from gpen_lightning.losses.restoration import content_loss, feature_matching_loss, identity_loss
 
 __all__ = [
+    "PHASES",
+    "FinetuneLoss",
+    "GANLoss",
+    "PriorLoss",
     "LazyRegularization",
     "MissingWeightsError",
     "content_loss",

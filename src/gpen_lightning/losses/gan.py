@@ -9,6 +9,7 @@ without a scaler. Under ``bf16-mixed`` / fp32 pass ``None``.
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
 import torch
@@ -109,18 +110,20 @@ def mixing_latents(
     n_latent: int,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
+    rng: random.Random | None = None,
 ) -> tuple[list[torch.Tensor], int | None]:
     """Latents for one generator call with style mixing probability ``prob``.
 
     Returns ``([z], None)`` or, with probability ``prob``, ``([z1, z2], inject_index)`` where the
-    crossover layer is uniform in [1, n_latent - 1]. All draws come from ``generator``.
+    crossover layer is uniform in [1, n_latent - 1]. The coin and the crossover are host draws
+    from ``rng`` (default: Python's global ``random``, which ``seed_everything`` seeds), so no
+    value is read back from the device; the latents are drawn on ``device`` from ``generator``.
     """
-    u = torch.rand((), generator=generator).item()
-    if prob > 0 and u < prob:
-        z = torch.randn(2, batch, style_dim, generator=generator).to(device)
-        cut = int(torch.randint(1, n_latent, (), generator=generator))
-        return [z[0], z[1]], cut
-    return [torch.randn(batch, style_dim, generator=generator).to(device)], None
+    rng = rng or random
+    if prob > 0 and rng.random() < prob:
+        z = torch.randn(2, batch, style_dim, device=device, generator=generator)
+        return [z[0], z[1]], rng.randint(1, n_latent - 1)
+    return [torch.randn(batch, style_dim, device=device, generator=generator)], None
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,7 @@ def restore_files(cfg: DictConfig) -> int:
         runs_root=cfg.paths.log_dir,
         device=None if cfg.device == "auto" else cfg.device,
         bf16=cfg.bf16,
+        cuda_graph=cfg.get("cuda_graph", False),
         score_threshold=cfg.score_threshold,
         detector_weights=cfg.detector_weights,
         template=cfg.template,

@@ -7,7 +7,7 @@ from gpen_lightning.training.base import GANModule
 from gpen_lightning.training.callbacks import AtomicCheckpointIO, KimgCheckpoint, SampleGrid
 from gpen_lightning.training.ema import ema_beta, update_ema
 from gpen_lightning.training.finetune import FinetuneModule, latest_prior
-from gpen_lightning.training.grads import zero_nonfinite_grads
+from gpen_lightning.training.grads import sanitize_grads, zero_nonfinite_grads
 from gpen_lightning.training.prior import PriorModule
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "SampleGrid",
     "ema_beta",
     "latest_prior",
+    "sanitize_grads",
     "update_ema",
     "zero_nonfinite_grads",
 ]

@@ -1,30 +1,46 @@
-"""``GANModule``: what both training stages share under manual optimization.
+"""``GANModule``: the training step both stages share under manual optimization.
 
-Progress in images (``images_seen``; kimg), never ``trainer.global_step`` (which Lightning advances
-once per optimizer step); NaN-safe steps; lazy R1; the fp16 retry of gradient penalties; generator
-EMA; throughput logging; the stop conditions (``max_kimg``, repeated non-finite losses).
+The step runs the loss object's phases (``Dmain``, ``Dreg``, ``Gmain``, ``Greg``; see
+``gpen_lightning.losses.phases``), steps the optimizers, updates the generator EMA and counts
+progress. It never reads a device value back to the host in the steady state, so a GPU queue keeps
+running ahead:
+
+- progress (images seen, minibatches, regularizer passes) is kept in Python ints and mirrored into
+  the checkpointed buffers only when a state dict is taken;
+- a non-finite loss is detected on the device (one all-reduce under DDP, so every process agrees)
+  and its step is neutralised by zeroing the gradients; NaN/inf gradient entries are zeroed; the
+  counts and the streak of bad minibatches accumulate on the device and are read every
+  ``check_every`` minibatches, before every checkpoint and at the end (``check_health``);
+- scalars are logged every ``log_every`` minibatches.
+
+Progress is counted in images (kimg), never in ``trainer.global_step``, which Lightning advances
+once per optimizer step.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from gpen_lightning import losses
 from gpen_lightning.io import atomic_save
+from gpen_lightning.losses.phases import PHASES, GANLoss, PhaseOutput
 from gpen_lightning.training.ema import ema_beta, update_ema
-from gpen_lightning.training.grads import zero_nonfinite_grads
+from gpen_lightning.training.grads import sanitize_grads
 
 __all__ = ["GANModule", "eval_mode"]
 
 log = logging.getLogger(__name__)
+
+# host counters <-> checkpointed buffers of the same name
+_COUNTERS = ("images_seen", "batches", "r1_steps", "pl_steps")
 
 
 @contextmanager
@@ -38,133 +54,139 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
+def _all_reduce(x: torch.Tensor, op: str) -> torch.Tensor:
+    """``x`` reduced over processes (``"min"`` or ``"mean"``) without a barrier; identity when not
+    distributed. Lightning's ``strategy.reduce`` adds a barrier, which blocks the host."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    x = x.detach().clone().float()
+    dist.all_reduce(x, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
+    return x / dist.get_world_size() if op == "mean" else x
+
+
 class GANModule(L.LightningModule):
-    """Base of ``PriorModule`` and ``FinetuneModule``; subclasses set ``self.discriminator``,
-    ``self.g_ema`` and ``self.r1`` (a ``losses.LazyRegularization``) and read ``hparams``
-    ``r1_gamma``, ``max_kimg``, ``max_nan_streak``, ``ema_half_life_kimg``, ``ema_rampup``."""
+    """Base of ``PriorModule`` and ``FinetuneModule``. Subclasses set ``self.discriminator``,
+    ``self.g_ema``, ``self.loss`` (a ``GANLoss``) and ``self.trained`` (the network G's optimizer
+    trains), and read ``hparams`` ``max_kimg``, ``max_nan_streak``, ``ema_half_life_kimg``,
+    ``ema_rampup``, ``log_every`` and ``check_every``."""
+
+    loss: GANLoss
+    trained: nn.Module
 
     def __init__(self) -> None:
         super().__init__()
         self.automatic_optimization = False
-        # Progress and regularizer state: buffers, so checkpoints restore them exactly.
-        for name in ("images_seen", "batches", "r1_steps", "pl_steps"):
-            self.register_buffer(name, torch.zeros((), dtype=torch.long))
-        for name in ("nonfinite_grads", "nonfinite_losses"):
+        # Checkpointed state. Progress is mirrored from the host counters below on state_dict().
+        for name in (*_COUNTERS, "nonfinite_grads", "nonfinite_losses"):
             self.register_buffer(name, torch.zeros((), dtype=torch.long))
         self.register_buffer("pl_mean", torch.zeros(()))
+        # Consecutive minibatches with a non-finite loss (now, and the most since the last check).
+        self.register_buffer("nan_streak", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("max_nan_streak", torch.zeros((), dtype=torch.long), persistent=False)
+        self.progress = dict.fromkeys(_COUNTERS, 0)  # host counters
         self.diverged = False
-        self._nan_streak = 0
         self._tick: tuple[float, int] | None = None
+        self._stats: dict[str, torch.Tensor] = {}  # the latest value of every statistic (device)
+        self.register_state_dict_pre_hook(lambda module, *_: module._mirror_progress())
+        self.register_load_state_dict_post_hook(lambda module, _: module._read_progress())
+
+    # -- progress ----------------------------------------------------------------------------
+    @property
+    def num_images(self) -> int:
+        """Images seen so far, over all processes (a host int)."""
+        return self.progress["images_seen"]
 
     @property
     def kimg(self) -> float:
-        return int(self.images_seen) / 1000.0
+        return self.num_images / 1000.0
 
+    @torch.no_grad()
+    def _mirror_progress(self) -> None:
+        for name in _COUNTERS:
+            getattr(self, name).fill_(self.progress[name])
+
+    def _read_progress(self) -> None:
+        self.progress = {name: int(getattr(self, name)) for name in _COUNTERS}
+
+    # -- one minibatch ------------------------------------------------------------------------
     def _scaler(self) -> torch.amp.GradScaler | None:
-        return getattr(self.trainer.precision_plugin, "scaler", None)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        return scaler if scaler is not None and scaler.is_enabled() else None
 
-    def _finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite on every process (so all skip or all step together)."""
-        ok = bool(torch.isfinite(loss.detach()).all())
-        return bool(self.trainer.strategy.reduce_boolean_decision(ok, all=True))
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        g_opt, d_opt = self.optimizers()
+        step = self.progress["batches"]
+        logs: dict[str, torch.Tensor] = {}
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        for phase in PHASES:
+            if not self.loss.due(phase, step):
+                continue
+            opt, net = (d_opt, self.discriminator) if phase[0] == "D" else (g_opt, self.trained)
+            self.toggle_optimizer(opt)
+            bad |= ~self._run_phase(phase, batch, opt, net, logs)
+            self.untoggle_optimizer(opt)
+            if phase in ("Dreg", "Greg"):
+                self.progress["r1_steps" if phase == "Dreg" else "pl_steps"] += 1
+        self._advance(len(next(iter(batch.values()))), bad, logs)
 
-    def _step(self, opt, loss: torch.Tensor, module: nn.Module) -> bool:
-        """Backward + step on ``opt`` unless the loss is non-finite; non-finite grads are zeroed."""
-        opt.zero_grad(set_to_none=True)
-        if not self._finite(loss):
-            self.nonfinite_losses += 1
-            return False
-        self.manual_backward(loss)
-        if self._scaler() is None:  # 16-mixed: the GradScaler detects and skips overflows itself
-            self.nonfinite_grads += zero_nonfinite_grads(module.parameters())
-        opt.step()
-        return True
-
-    def _penalty(self, compute: Callable[[Any], tuple[torch.Tensor, Any]]):
-        """``compute(scaler) -> (loss, aux)``. Under ``16-mixed`` the inner gradient of a penalty
-        is taken on the scaled output and can overflow fp16: then back the scale off (as the
-        GradScaler does after an overflowing step) and recompute, up to 16 times."""
+    def _phase_loss(self, phase: str, batch: dict) -> PhaseOutput:
+        """The loss of ``phase``. Under ``16-mixed`` the inner gradient of a penalty is taken on
+        the scaled output and can overflow fp16: then back the scale off (as the GradScaler does
+        after an overflowing step) and recompute, up to 16 times (this reads the loss back: fp16
+        penalties only)."""
         scaler = self._scaler()
+        kw = {"scaler": scaler}
+        if phase == "Greg":
+            kw.update(pl_mean=self.pl_mean, reduce_mean=lambda x: _all_reduce(x, "mean"))
         for _ in range(16):
-            loss, aux = compute(scaler)
-            if scaler is None or not scaler.is_enabled() or self._finite(loss):
+            loss, stats = self.loss.phase_loss(phase, batch, **kw)
+            if scaler is None or phase not in ("Dreg", "Greg") or bool(torch.isfinite(loss)):
                 break
             scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
-        return loss, aux
+        return loss, stats
 
-    def _r1_step(self, real: torch.Tensor, d_opt, logs: dict) -> None:
-        """Lazy R1 on reals, weighted gamma/2 * interval."""
+    def _run_phase(self, phase: str, batch: dict, opt, net: nn.Module, logs: dict) -> torch.Tensor:
+        """Forward, backward and step of one phase; returns whether its loss was finite on every
+        process (a 0-d bool tensor on the device)."""
+        opt.zero_grad(set_to_none=True)
+        loss, stats = self._phase_loss(phase, batch)
+        finite = _all_reduce(torch.isfinite(loss.detach()).float(), "min").bool()
+        self.manual_backward(loss)
+        if self._scaler() is None:  # 16-mixed: the GradScaler skips non-finite steps itself
+            self.nonfinite_grads += sanitize_grads(net.parameters(), keep=finite)
+        opt.step()
+        self.nonfinite_losses += (~finite).long()
+        new_mean = stats.pop("pl_mean", None)
+        if new_mean is not None:
+            self.pl_mean.copy_(torch.where(finite, new_mean, self.pl_mean))
+        logs.update(stats)
+        return finite
 
-        def compute(scaler):
-            real_ = real.detach().requires_grad_(True)
-            logits = self.discriminator(real_)
-            r1 = losses.r1_penalty(logits, real_, scaler=scaler)
-            return self.hparams.r1_gamma / 2 * r1 * self.r1.interval + 0 * logits.sum(), r1
-
-        loss, r1 = self._penalty(compute)
-        if self._step(d_opt, loss, self.discriminator):
-            self.r1_steps += 1
-        logs["train/r1"] = r1.detach()
-
-    def _pl_step(
-        self, generate: Callable[[], tuple[torch.Tensor, torch.Tensor]], g_opt, model, logs: dict
-    ) -> None:
-        """Lazy path-length regularization, weighted w * interval; ``generate()`` returns images
-        and the per-layer latents they were synthesised from (on a shrunk batch)."""
-
-        def compute(scaler):
-            images, latents = generate()
-            penalty, lengths, new_mean = losses.path_length_penalty(
-                images,
-                latents,
-                self.pl_mean,
-                decay=self.hparams.pl_decay,
-                scaler=scaler,
-                reduce_mean=lambda x: self.trainer.strategy.reduce(x, reduce_op="mean"),
-            )
-            loss = self.hparams.pl_weight * self.pl.interval * penalty + 0 * images.sum()
-            return loss, (penalty, lengths, new_mean)
-
-        loss, (penalty, lengths, new_mean) = self._penalty(compute)
-        if self._step(g_opt, loss, model):
-            self.pl_mean.copy_(new_mean)
-            self.pl_steps += 1
-        logs["train/pl_penalty"] = penalty.detach()
-        logs["train/path_length"] = lengths.mean()
-
-    def _save_weights(self, path, fmt: str, trained: nn.Module) -> None:
-        """``{"g_ema", "g", "d", "meta"}`` on CPU, atomically: the layout of an official training
-        checkpoint, so ``load_official(path)`` returns the EMA network (``part="discriminator"``
-        the D); plain tensors, loadable with ``weights_only=True``."""
-        cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}  # noqa: E731
-        meta = {
-            "format": fmt,
-            "model": dict(self.hparams.model),
-            "kimg": self.kimg,
-            "images_seen": int(self.images_seen),
-        }
-        state = {"g_ema": cpu(self.g_ema), "g": cpu(trained), "d": cpu(self.discriminator)}
-        atomic_save({**state, "meta": meta}, path)
-
-    def _advance(self, batch: int, ok: bool, model: nn.Module, logs: dict) -> None:
-        """After a minibatch: EMA of ``model`` into ``g_ema``, image count, NaN streak, logs."""
+    def _advance(self, batch: int, bad: torch.Tensor, logs: dict) -> None:
+        """After a minibatch: EMA of the trained network into ``g_ema``, counters, NaN streak and,
+        every ``log_every`` minibatches, the logs."""
         global_batch = batch * self.trainer.world_size
         beta = ema_beta(
             global_batch,
             half_life_kimg=self.hparams.ema_half_life_kimg,
-            images_seen=int(self.images_seen),
+            images_seen=self.num_images,
             rampup=self.hparams.ema_rampup,
         )
-        update_ema(self.g_ema, model, beta)
-        self.images_seen += global_batch
-        self.batches += 1
-        self._nan_streak = 0 if ok else self._nan_streak + 1
+        update_ema(self.g_ema, self.trained, beta)
+        self.progress["images_seen"] += global_batch
+        self.progress["batches"] += 1
+        self.nan_streak.mul_(bad).add_(bad.long())  # +1 on a bad minibatch, else back to 0
+        torch.maximum(self.max_nan_streak, self.nan_streak, out=self.max_nan_streak)
+        self._stats.update(logs)  # lazy regularizers report on their own minibatches
+        if self.progress["batches"] % max(1, self.hparams.log_every) == 0:
+            self._log(batch, beta, dict(self._stats))
 
+    def _log(self, batch: int, beta: float, logs: dict) -> None:
         now = time.perf_counter()
         if self._tick is not None:
             t0, n0 = self._tick
-            logs["perf/img_per_sec"] = (int(self.images_seen) - n0) / max(now - t0, 1e-9)
-        self._tick = (now, int(self.images_seen))
+            logs["perf/img_per_sec"] = (self.num_images - n0) / max(now - t0, 1e-9)
+        self._tick = (now, self.num_images)
         logs["progress/kimg"] = self.kimg
         logs["train/ema_beta"] = beta
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch)
@@ -175,16 +197,52 @@ class GANModule(L.LightningModule):
             batch_size=batch,
         )
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    # -- health and stopping -------------------------------------------------------------------
+    def check_health(self) -> bool:
+        """Read the NaN streak back (one host sync) and mark the run diverged once
+        ``max_nan_streak`` consecutive minibatches had a non-finite loss. Returns ``not
+        diverged``. Called every ``check_every`` minibatches, before checkpoints and at the end."""
         limit = self.hparams.max_nan_streak
-        if limit and self._nan_streak >= limit:
+        worst = int(self.max_nan_streak)
+        self.max_nan_streak.copy_(self.nan_streak)
+        if limit and worst >= limit and not self.diverged:
             self.diverged = True
-            self.trainer.should_stop = True
             log.error(
                 "stopping: %d consecutive minibatches had a non-finite loss (their steps were "
                 "skipped); the last checkpoint written before this point is kept. Lower the "
                 "learning rate or try trainer.precision=32-true.",
-                self._nan_streak,
+                worst,
             )
-        if self.images_seen >= self.hparams.max_kimg * 1000:
+        return not self.diverged
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.progress["batches"] % max(1, self.hparams.check_every) == 0:
+            self.check_health()
+        if self.diverged or self.num_images >= self.hparams.max_kimg * 1000:
             self.trainer.should_stop = True
+
+    def on_train_end(self) -> None:
+        self.check_health()
+
+    # -- weights -----------------------------------------------------------------------------
+    def _save_weights(self, path, fmt: str, trained: nn.Module) -> None:
+        """``{"g_ema", "g", "d", "meta"}`` on CPU, atomically: the layout of an official training
+        checkpoint, so ``load_official(path)`` returns the EMA network (``part="discriminator"``
+        the D); plain tensors, loadable with ``weights_only=True``."""
+        cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}  # noqa: E731
+        meta = {
+            "format": fmt,
+            "model": dict(self.hparams.model),
+            "kimg": self.kimg,
+            "images_seen": self.num_images,
+        }
+        state = {"g_ema": cpu(self.g_ema), "g": cpu(trained), "d": cpu(self.discriminator)}
+        atomic_save({**state, "meta": meta}, path)
+
+    def _adam(self, params, **kwargs) -> torch.optim.Adam:
+        """Adam with the fastest implementation for the device: fused on CUDA (``fused_adam``
+        None or True), PyTorch's default (foreach) elsewhere."""
+        fused = self.hparams.get("fused_adam")
+        if fused is None:
+            fused = self.device.type == "cuda"
+        return torch.optim.Adam(params, fused=bool(fused) or None, **kwargs)

@@ -1,7 +1,8 @@
 """Callbacks driven by progress in images (kimg): sample grids, checkpoints and weight exports.
 
-They work with any module that exposes ``images_seen`` (a tensor or int), ``sample_images()``
-(an image batch in [-1, 1]) and ``export_weights(path)``; ``diverged`` (bool) suppresses saving.
+They work with any module that exposes ``num_images`` (images seen, an int), ``sample_images()``
+(an image batch in [-1, 1]) and ``export_weights(path)``; ``diverged`` (bool) suppresses saving
+and an optional ``check_health()`` is asked first.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class _KimgTicker(L.Callback):
         self._last: int | None = None
 
     def _tick(self, module: L.LightningModule) -> int:
-        return math.floor(int(module.images_seen) / self.every_images)
+        return math.floor(module.num_images / self.every_images)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last = self._tick(pl_module)
@@ -74,7 +75,7 @@ class SampleGrid(_KimgTicker):
 
     def on_train_start(self, trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)
-        if int(pl_module.images_seen) == 0:
+        if pl_module.num_images == 0:
             self._fire(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -86,7 +87,7 @@ class SampleGrid(_KimgTicker):
         images = pl_module.sample_images().float().cpu()  # (N, 3, S, S) in [-1, 1]
         nrow = getattr(pl_module, "sample_nrow", None) or max(1, round(math.sqrt(len(images))))
         grid = make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1))
-        kimg = int(pl_module.images_seen) / 1000
+        kimg = pl_module.num_images / 1000
         path = self.dirpath / f"kimg_{kimg:010.3f}.png"
         atomic_write(path, lambda tmp: save_image(grid, tmp, format="png"))
         self.written.append(path)
@@ -128,6 +129,8 @@ class KimgCheckpoint(_KimgTicker):
         self._fire(trainer, pl_module)
 
     def _fire(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if hasattr(pl_module, "check_health"):
+            pl_module.check_health()  # reads the device-side NaN streak before anything is saved
         if getattr(pl_module, "diverged", False):
             log.warning("not saving: the run diverged; the previous checkpoint is kept")
             return
@@ -138,7 +141,7 @@ class KimgCheckpoint(_KimgTicker):
         trainer.save_checkpoint(last, weights_only=False)
         self.last_path = last
         if self.snapshots:
-            kimg = int(pl_module.images_seen) / 1000
+            kimg = pl_module.num_images / 1000
             trainer.save_checkpoint(self.dirpath / f"kimg_{kimg:010.3f}.ckpt", weights_only=False)
         if self.export_path is not None and trainer.is_global_zero:
             pl_module.export_weights(self.export_path)

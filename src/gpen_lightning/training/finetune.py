@@ -16,7 +16,9 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from gpen_lightning import losses
 from gpen_lightning.io import latest_file
 from gpen_lightning.losses import networks
+from gpen_lightning.losses.phases import FinetuneLoss
 from gpen_lightning.training.base import GANModule, eval_mode
+from gpen_lightning.training.fast import compiled, set_memory_format
 from gpen_lightning.zoo.generator import Generator
 from gpen_lightning.zoo.gpen import GPEN
 from gpen_lightning.zoo.official import (
@@ -69,6 +71,7 @@ class FinetuneModule(GANModule):
         max_kimg, max_nan_streak: stop conditions (see ``GANModule``).
         n_samples: faces in the [LQ | output | HQ] grids (from the validation set).
         val_ema: validate and sample with the EMA network (else the trained one).
+        log_every, check_every, compile, channels_last, fused_adam: as ``PriorModule``.
     """
 
     sample_nrow = 3  # grids show LQ | output | HQ per row
@@ -107,6 +110,11 @@ class FinetuneModule(GANModule):
         max_nan_streak: int = 20,
         n_samples: int = 8,
         val_ema: bool = True,
+        log_every: int = 10,
+        check_every: int = 10,
+        compile: bool = False,
+        channels_last: bool = True,
+        fused_adam: bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -114,25 +122,42 @@ class FinetuneModule(GANModule):
         name = arch.pop("name")
         self.gpen: GPEN = build(name, "generator", **arch)
         self.discriminator = build(name, "discriminator", stddev_group=stddev_group, **arch)
+        set_memory_format(self.gpen, self.discriminator, channels_last=channels_last)
         self.g_ema = copy.deepcopy(self.gpen).requires_grad_(False)
+        self.trained = self.gpen
         if freeze_prior:
             self.gpen.generator.requires_grad_(False)
         e, dec, d = lr_ratio
         self.lrs = {"encoder": lr, "decoder": lr * dec / e, "discriminator": lr * d / e}
-        self.r1 = losses.LazyRegularization(r1_every if r1_gamma > 0 else 0, 1.0, tuple(betas))
-        self.pl = losses.LazyRegularization(pl_every if pl_weight > 0 else 0, 1.0, tuple(betas))
-        self.weights = {"adv": adv_weight, "content": content_weight, "fm": fm_weight}
+        weights = {"adv": adv_weight, "content": content_weight, "fm": fm_weight}
         # Frozen loss/metric networks live outside the module tree: no checkpoint bloat, no DDP.
         self.aux: dict[str, torch.nn.Module] = {}
         if id_weight > 0:
             self.aux["id"] = networks.load_identity(id_weights)
-            self.weights["id"] = id_weight
+            weights["id"] = id_weight
         if lpips_weight > 0 or lpips_weights:
             self.aux["lpips"] = networks.load_lpips(lpips_weights, lpips_net)
             if lpips_weight > 0:
-                self.weights["lpips"] = lpips_weight
+                weights["lpips"] = lpips_weight
         if fid_weights:
             self.aux["fid"] = networks.load_fid(fid_weights)
+        self.loss = FinetuneLoss(
+            generator=self.gpen,
+            discriminator=self.discriminator,
+            weights=weights,
+            content=content,
+            identity=self.aux.get("id"),
+            lpips=self.aux.get("lpips"),
+            r1_gamma=r1_gamma,
+            r1_every=r1_every,
+            pl_weight=pl_weight,
+            pl_every=pl_every,
+            pl_decay=pl_decay,
+            pl_batch_shrink=pl_batch_shrink,
+            **compiled(self.gpen, self.discriminator, enabled=compile),
+        )
+        self.r1 = losses.LazyRegularization(self.loss.r1_every, 1.0, tuple(betas))
+        self.pl = losses.LazyRegularization(self.loss.pl_every, 1.0, tuple(betas))
         self.val_lpips = MeanMetric()
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
@@ -198,60 +223,13 @@ class FinetuneModule(GANModule):
         g_kw, d_kw = self.pl.adam_kwargs(), self.r1.adam_kwargs()  # lazy-reg corrections
         for group in groups:
             group["lr"] *= g_kw["lr"]
-        g_opt = torch.optim.Adam(groups, betas=g_kw["betas"])
-        d_opt = torch.optim.Adam(
+        g_opt = self._adam(groups, betas=g_kw["betas"])
+        d_opt = self._adam(
             self.discriminator.parameters(),
             lr=self.lrs["discriminator"] * d_kw["lr"],
             betas=d_kw["betas"],
         )
         return g_opt, d_opt
-
-    def generator_loss(
-        self, lq: torch.Tensor, hq: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """``L = w_A L_A + alpha L_C + beta L_F`` for a batch: (total, terms, output)."""
-        out = self.gpen(lq)
-        logits, fake_feats = self.discriminator(out, return_features=True)
-        with torch.no_grad():
-            _, real_feats = self.discriminator(hq, return_features=True)
-        terms = {
-            "adv": losses.g_nonsaturating_loss(logits),
-            "content": losses.content_loss(out, hq, kind=self.hparams.content),
-            "fm": losses.feature_matching_loss(fake_feats, real_feats),
-        }
-        if "id" in self.weights:
-            terms["id"] = losses.identity_loss(self.aux["id"], out, hq)
-        if "lpips" in self.weights:
-            terms["lpips"] = self.aux["lpips"](out.float(), hq.float()).mean()
-        total = sum(self.weights[k] * v for k, v in terms.items())
-        return total, terms, out
-
-    def training_step(self, batch: dict, batch_idx: int) -> None:
-        g_opt, d_opt = self.optimizers()
-        lq, hq = batch["lq"], batch["hq"]
-        b, step = lq.shape[0], int(self.batches)
-        logs: dict[str, torch.Tensor | float] = {}
-
-        self.toggle_optimizer(d_opt)
-        with torch.no_grad():
-            fake = self.gpen(lq)
-        loss_d = losses.d_logistic_loss(self.discriminator(hq), self.discriminator(fake))
-        ok = self._step(d_opt, loss_d, self.discriminator)
-        logs["train/loss_d"] = loss_d.detach()
-        if self.r1.due(step):
-            self._r1_step(hq, d_opt, logs)
-        self.untoggle_optimizer(d_opt)
-
-        self.toggle_optimizer(g_opt)
-        total, terms, _ = self.generator_loss(lq, hq)
-        ok &= self._step(g_opt, total, self.gpen)
-        logs["train/loss_g"] = total.detach()
-        logs.update({f"train/{k}": v.detach() for k, v in terms.items()})
-        if self.pl.due(step):
-            pl_lq = lq[: max(1, b // self.hparams.pl_batch_shrink)]
-            self._pl_step(lambda: self.gpen(pl_lq, return_latents=True), g_opt, self.gpen, logs)
-        self.untoggle_optimizer(g_opt)
-        self._advance(b, ok, self.gpen, logs)
 
     # -- validation, samples, export --------------------------------------------------------
     def _net(self) -> GPEN:

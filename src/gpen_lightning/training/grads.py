@@ -1,4 +1,4 @@
-"""Gradient hygiene for manual optimization."""
+"""Gradient hygiene for manual optimization, without reading anything back to the host."""
 
 from __future__ import annotations
 
@@ -6,21 +6,32 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["zero_nonfinite_grads"]
+__all__ = ["sanitize_grads", "zero_nonfinite_grads"]
 
 
-def zero_nonfinite_grads(params: Iterable[torch.nn.Parameter]) -> int:
-    """Replace NaN/inf gradient entries by 0 in place; return how many tensors had any.
+def sanitize_grads(
+    params: Iterable[torch.nn.Parameter], *, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Replace NaN/inf gradient entries by 0 in place (as StyleGAN2-ADA does); with ``keep`` (a
+    0-d bool tensor) False, zero every gradient, so the optimizer step leaves the parameters as
+    they are (Adam with beta1 = 0; with momentum they coast on it).
 
-    One host sync for the whole set (a stacked finiteness check), then a fix-up pass only when
-    something was wrong.
+    Returns how many gradient tensors held a non-finite entry: a 0-d long tensor on their device.
+    Branch-free, so a CUDA stream never waits on the host.
     """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
-        return 0
-    finite = torch.stack([torch.isfinite(g).all() for g in grads])
-    n_bad = int((~finite).sum())
-    if n_bad:
-        for g in grads:
-            torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
+        return torch.zeros((), dtype=torch.long)
+    # the norm of a tensor is finite iff all its entries are (barring overflow past 3e38)
+    norms = torch.stack([n.float() for n in torch._foreach_norm(grads)])
+    n_bad = (~torch.isfinite(norms)).sum()
+    for g in grads:
+        torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
+    if keep is not None:
+        torch._foreach_mul_(grads, keep.to(grads[0].dtype))
     return n_bad
+
+
+def zero_nonfinite_grads(params: Iterable[torch.nn.Parameter]) -> int:
+    """``sanitize_grads`` read back as an int (a host sync: for scripts and tests, not steps)."""
+    return int(sanitize_grads(params))

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 
 from gpen_lightning import losses
+from gpen_lightning.losses.phases import PriorLoss
 from gpen_lightning.training.base import GANModule, eval_mode
+from gpen_lightning.training.fast import compiled, set_memory_format
 from gpen_lightning.zoo.presets import build
 
 __all__ = ["PriorModule"]
@@ -37,6 +39,13 @@ class PriorModule(GANModule):
         n_samples, sample_seed: size and seed of the fixed latents/noise of the sample grids.
         max_nan_streak: stop the run after this many consecutive minibatches with a non-finite loss
             (their steps are skipped); 0 disables the check.
+        log_every, check_every: log scalars / read the NaN streak back every this many
+            minibatches (the steps in between never wait for the device).
+        compile: ``torch.compile`` G and D for the main phases (the regularization phases, which
+            take double backward, run the eager modules).
+        channels_last: run the networks' activations channels-last (faster convolutions on CPU
+            and CUDA); False runs them contiguous.
+        fused_adam: fused Adam kernels; None picks them on CUDA.
     """
 
     def __init__(
@@ -59,6 +68,11 @@ class PriorModule(GANModule):
         n_samples: int = 16,
         sample_seed: int = 0,
         max_nan_streak: int = 20,
+        log_every: int = 10,
+        check_every: int = 10,
+        compile: bool = False,
+        channels_last: bool = True,
+        fused_adam: bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -66,61 +80,28 @@ class PriorModule(GANModule):
         name = model.pop("name")
         self.generator = build(name, "prior", **model)
         self.discriminator = build(name, "discriminator", stddev_group=stddev_group, **model)
+        set_memory_format(self.generator, channels_last=channels_last)
         self.g_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        self.r1 = losses.LazyRegularization(r1_every if r1_gamma > 0 else 0, lr, tuple(betas))
-        self.pl = losses.LazyRegularization(pl_every if pl_weight > 0 else 0, lr, tuple(betas))
+        self.trained = self.generator
+        self.loss = PriorLoss(
+            generator=self.generator,
+            discriminator=self.discriminator,
+            r1_gamma=r1_gamma,
+            r1_every=r1_every,
+            pl_weight=pl_weight,
+            pl_every=pl_every,
+            pl_decay=pl_decay,
+            pl_batch_shrink=pl_batch_shrink,
+            mixing_prob=mixing_prob,
+            **compiled(self.generator, self.discriminator, enabled=compile),
+        )
+        self.r1 = losses.LazyRegularization(self.loss.r1_every, lr, tuple(betas))
+        self.pl = losses.LazyRegularization(self.loss.pl_every, lr, tuple(betas))
 
     def configure_optimizers(self):
-        g_opt = torch.optim.Adam(self.generator.parameters(), **self.pl.adam_kwargs())
-        d_opt = torch.optim.Adam(self.discriminator.parameters(), **self.r1.adam_kwargs())
+        g_opt = self._adam(self.generator.parameters(), **self.pl.adam_kwargs())
+        d_opt = self._adam(self.discriminator.parameters(), **self.r1.adam_kwargs())
         return g_opt, d_opt
-
-    def _latents(self, batch: int) -> tuple[list[torch.Tensor], int | None]:
-        return losses.mixing_latents(
-            batch,
-            self.generator.style_dim,
-            prob=self.hparams.mixing_prob,
-            n_latent=self.generator.n_latent,
-            device=self.device,
-        )
-
-    # ----------------------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> None:
-        g_opt, d_opt = self.optimizers()
-        real = batch["hq"]
-        b = real.shape[0]
-        step = int(self.batches)
-        logs: dict[str, torch.Tensor | float] = {}
-        ok = True
-
-        # Discriminator: logistic loss on G(z) (detached) and reals.
-        self.toggle_optimizer(d_opt)
-        zs, cut = self._latents(b)
-        with torch.no_grad():
-            fake = self.generator(zs, inject_index=cut)
-        loss_d = losses.d_logistic_loss(self.discriminator(real), self.discriminator(fake))
-        ok &= self._step(d_opt, loss_d, self.discriminator)
-        logs["train/loss_d"] = loss_d.detach()
-        if self.r1.due(step):
-            self._r1_step(real, d_opt, logs)
-        self.untoggle_optimizer(d_opt)
-
-        # Generator: non-saturating loss.
-        self.toggle_optimizer(g_opt)
-        zs, cut = self._latents(b)
-        loss_g = losses.g_nonsaturating_loss(
-            self.discriminator(self.generator(zs, inject_index=cut))
-        )
-        ok &= self._step(g_opt, loss_g, self.generator)
-        logs["train/loss_g"] = loss_g.detach()
-        if self.pl.due(step):
-            self._pl_step(lambda: self._generate_for_pl(b), g_opt, self.generator, logs)
-        self.untoggle_optimizer(g_opt)
-        self._advance(b, ok, self.generator, logs)
-
-    def _generate_for_pl(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        zs, cut = self._latents(max(1, batch // self.hparams.pl_batch_shrink))
-        return self.generator(zs, inject_index=cut, return_latents=True)
 
     # ----------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -69,6 +69,8 @@ class Discriminator(nn.Module):
             EqualLinear(channels[4] * 4 * 4, channels[4], activate=True),
             EqualLinear(channels[4], 1),
         )
+        # None: activations keep the input's layout; torch.channels_last converts the input
+        self.memory_format: torch.memory_format | None = None
 
     def forward(
         self, x: torch.Tensor, *, return_features: bool = False
@@ -79,7 +81,7 @@ class Discriminator(nn.Module):
         T = log2(S) layers in all, the layers the fine-tuning feature-matching loss compares.
         """
         feats = []
-        out = x
+        out = x if self.memory_format is None else x.contiguous(memory_format=self.memory_format)
         for block in self.convs:
             out = block(out)
             feats.append(out)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU check, made for one `run` on a lent device (see README, Performance):
+#   bash benchmarks/gpu_check.sh [tests|train|infer|all]      (make gpu-check PART=...)
+# Installs the carried wheels (.whl/, from ../shared/tools/device-wheels.sh) when present, runs the
+# `gpu`-marked tests, then the benchmarks, writing logs and JSON under $OUT (default
+# /tmp/gpu-check). Each part fits one 10-minute call on an H100.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+part=${1:-all}
+OUT=${OUT:-/tmp/gpu-check}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD/src
+else
+  export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+$PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/device.txt"
+status=0
+if [[ $part == tests || $part == all ]]; then
+  $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py tests/test_prior.py \
+    tests/test_retinaface.py 2>&1 | tee "$OUT/gpu-tests.log" || status=1
+fi
+if [[ $part == train || $part == all ]]; then
+  $PY benchmarks/train.py --presets gpen-bfr-256 gpen-bfr-512 --batches 4 8 16 32 \
+    --precisions 32-true bf16-mixed --steps 15 --warmup 5 --out "$OUT/train.json" || status=1
+  $PY benchmarks/train.py --presets gpen-bfr-512 --batches 16 --precisions bf16-mixed \
+    --compile on --steps 15 --warmup 8 --out "$OUT/train-compile.json" || status=1
+fi
+if [[ $part == infer || $part == all ]]; then
+  $PY benchmarks/suite.py --compile --out "$OUT/suite" || status=1
+  $PY benchmarks/degrade.py --size 512 --batch 32 --workers 16 2>&1 | tee "$OUT/degrade.txt" || status=1
+fi
+exit $status

@@ -1,0 +1,260 @@
+"""The four training phases of both GPEN stages as loss objects (StyleGAN2-ADA's ``StyleGAN2Loss``
+layout): ``Dmain`` (logistic loss), ``Dreg`` (lazy R1), ``Gmain`` (the stage's generator
+objective), ``Greg`` (lazy path length).
+
+A loss object holds references to the networks and the weights of every term; ``phase_loss``
+returns the weighted scalar to back-propagate and detached statistics for logging. The
+LightningModules decide which phases are due, run backward and step the optimizers; nothing here
+reads a value back to the host, so a training step stays asynchronous on a GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import nn
+
+from gpen_lightning.losses import gan, restoration
+
+__all__ = ["PHASES", "FinetuneLoss", "GANLoss", "PhaseOutput", "PriorLoss"]
+
+PHASES = ("Dmain", "Dreg", "Gmain", "Greg")
+Phase = Literal["Dmain", "Dreg", "Gmain", "Greg"]
+PhaseOutput = tuple[torch.Tensor, dict[str, torch.Tensor]]
+
+
+class GANLoss:
+    """What the two stages share: the D logistic loss, lazy R1 and lazy path length.
+
+    Args:
+        generator: the trained network (prior ``Generator`` or ``GPEN``).
+        discriminator: its ``Discriminator``.
+        r1_gamma, r1_every: R1 weight gamma and interval in minibatches; gamma 0 turns it off.
+        pl_weight, pl_every, pl_decay, pl_batch_shrink: path-length weight, interval, running-mean
+            rate and batch divisor; weight 0 turns it off.
+        g_forward, d_forward: optional replacements of the networks' calls in the main phases
+            (e.g. ``torch.compile`` of them); the regularization phases always run the eager
+            modules, whose double backward every PyTorch backend supports.
+    """
+
+    def __init__(
+        self,
+        *,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        r1_gamma: float = 10.0,
+        r1_every: int = 16,
+        pl_weight: float = 2.0,
+        pl_every: int = 4,
+        pl_decay: float = 0.01,
+        pl_batch_shrink: int = 2,
+        g_forward: Callable | None = None,
+        d_forward: Callable | None = None,
+    ) -> None:
+        self.G, self.D = generator, discriminator
+        self.g_main_forward = generator if g_forward is None else g_forward
+        self.d_main_forward = discriminator if d_forward is None else d_forward
+        self.r1_gamma, self.pl_weight = r1_gamma, pl_weight
+        self.r1_every = r1_every if r1_gamma > 0 else 0
+        self.pl_every = pl_every if pl_weight > 0 else 0
+        self.pl_decay, self.pl_batch_shrink = pl_decay, pl_batch_shrink
+
+    # -- schedule ------------------------------------------------------------------------------
+    def due(self, phase: Phase, step: int) -> bool:
+        """Whether ``phase`` runs on minibatch ``step`` (0-based): main phases always, the lazy
+        regularizers every ``r1_every`` / ``pl_every`` minibatches."""
+        every = {"Dreg": self.r1_every, "Greg": self.pl_every}.get(phase)
+        if every is None:
+            return True
+        return every > 0 and step % every == 0
+
+    def phase_loss(
+        self,
+        phase: Phase,
+        batch: dict[str, torch.Tensor],
+        *,
+        scaler: torch.amp.GradScaler | None = None,
+        pl_mean: torch.Tensor | None = None,
+        reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> PhaseOutput:
+        """The weighted loss of ``phase`` on ``batch`` and its statistics.
+
+        ``scaler``: the fp16 GradScaler, used for the inner gradients of the penalties.
+        ``pl_mean``: the running path-length mean (``Greg``); its update is returned as
+        ``stats["pl_mean"]``. ``reduce_mean`` averages a scalar over processes (DDP).
+        """
+        if phase == "Dmain":
+            return self.d_main(batch)
+        if phase == "Dreg":
+            return self.d_reg(batch, scaler=scaler)
+        if phase == "Gmain":
+            return self.g_main(batch)
+        if phase == "Greg":
+            if pl_mean is None:
+                raise ValueError("phase Greg needs the running path-length mean (pl_mean=)")
+            return self.g_reg(batch, pl_mean=pl_mean, scaler=scaler, reduce_mean=reduce_mean)
+        raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
+
+    # -- the stage-specific parts ------------------------------------------------------------
+    def real(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The real images D sees: (B, 3, S, S)."""
+        return batch["hq"]
+
+    def fake(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Generated images for the D phase, without a graph: (B, 3, S, S)."""
+        raise NotImplementedError
+
+    def g_main(self, batch: dict[str, torch.Tensor]) -> PhaseOutput:
+        raise NotImplementedError
+
+    def pl_sample(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and the per-layer latents (B', n_latent, D) they came from, on a shrunk batch."""
+        raise NotImplementedError
+
+    # -- shared phases ---------------------------------------------------------------------------
+    def d_main(self, batch: dict[str, torch.Tensor]) -> PhaseOutput:
+        with torch.no_grad():
+            fake = self.fake(batch)
+        loss = gan.d_logistic_loss(self.d_main_forward(self.real(batch)), self.d_main_forward(fake))
+        return loss, {"train/loss_d": loss.detach()}
+
+    def d_reg(
+        self, batch: dict[str, torch.Tensor], *, scaler: torch.amp.GradScaler | None = None
+    ) -> PhaseOutput:
+        """gamma / 2 * interval * R1 (lazy regularization)."""
+        real = self.real(batch).detach().requires_grad_(True)
+        logits = self.D(real)
+        r1 = gan.r1_penalty(logits, real, scaler=scaler)
+        # 0 * logits keeps every D output in the graph (DDP sees all parameters used)
+        loss = self.r1_gamma / 2 * self.r1_every * r1 + 0 * logits.sum()
+        return loss, {"train/r1": r1.detach()}
+
+    def g_reg(
+        self,
+        batch: dict[str, torch.Tensor],
+        *,
+        pl_mean: torch.Tensor,
+        scaler: torch.amp.GradScaler | None = None,
+        reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> PhaseOutput:
+        """weight * interval * (|J^T y| - a)^2 (lazy path-length regularization)."""
+        images, latents = self.pl_sample(batch)
+        penalty, lengths, new_mean = gan.path_length_penalty(
+            images,
+            latents,
+            pl_mean,
+            decay=self.pl_decay,
+            scaler=scaler,
+            reduce_mean=reduce_mean,
+        )
+        loss = self.pl_weight * self.pl_every * penalty + 0 * images.sum()
+        stats = {
+            "train/pl_penalty": penalty.detach(),
+            "train/path_length": lengths.mean(),
+            "pl_mean": new_mean,
+        }
+        return loss, stats
+
+    def _shrunk(self, batch_size: int) -> int:
+        return max(1, batch_size // self.pl_batch_shrink)
+
+
+class PriorLoss(GANLoss):
+    """Stage 1, the StyleGAN2 recipe: G(z) with style mixing against D, non-saturating loss.
+
+    Args (besides ``GANLoss``'s):
+        mixing_prob: style-mixing probability of the latents (0.9).
+    """
+
+    def __init__(self, *, mixing_prob: float = 0.9, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.mixing_prob = mixing_prob
+
+    def latents(self, batch_size: int) -> tuple[list[torch.Tensor], int | None]:
+        """Latents drawn on the networks' device (the mixing coin is a host draw)."""
+        return gan.mixing_latents(
+            batch_size,
+            self.G.style_dim,
+            prob=self.mixing_prob,
+            n_latent=self.G.n_latent,
+            device=self.G.w_avg.device,
+        )
+
+    def fake(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        zs, cut = self.latents(len(batch["hq"]))
+        return self.g_main_forward(zs, inject_index=cut)
+
+    def g_main(self, batch: dict[str, torch.Tensor]) -> PhaseOutput:
+        zs, cut = self.latents(len(batch["hq"]))
+        loss = gan.g_nonsaturating_loss(
+            self.d_main_forward(self.g_main_forward(zs, inject_index=cut))
+        )
+        return loss, {"train/loss_g": loss.detach()}
+
+    def pl_sample(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        zs, cut = self.latents(self._shrunk(len(batch["hq"])))
+        return self.G(zs, inject_index=cut, return_latents=True)
+
+
+class FinetuneLoss(GANLoss):
+    """Stage 2: ``L = w_A L_A + alpha L_C + beta L_F`` (+ optional identity and LPIPS terms) for
+    GPEN(LQ) against HQ, the discriminator trained on HQ vs GPEN(LQ).
+
+    Args (besides ``GANLoss``'s):
+        weights: ``{"adv", "content", "fm"}`` and optionally ``"id"``, ``"lpips"``.
+        content: ``"l1"`` (paper) or ``"smooth_l1"`` (official script).
+        identity: the ArcFace embedding network (needed with an ``"id"`` weight).
+        lpips: the LPIPS network (needed with an ``"lpips"`` weight).
+    """
+
+    def __init__(
+        self,
+        *,
+        weights: dict[str, float],
+        content: Literal["l1", "smooth_l1"] = "l1",
+        identity: nn.Module | None = None,
+        lpips: nn.Module | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        for key, net in (("id", identity), ("lpips", lpips)):
+            if key in weights and net is None:
+                raise ValueError(f"a {key!r} loss weight needs its network")
+        self.weights, self.content = dict(weights), content
+        self.identity, self.lpips = identity, lpips
+
+    def fake(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.g_main_forward(batch["lq"])
+
+    def generator_terms(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The unweighted terms of the generator loss and the output GPEN(LQ) (B, 3, S, S)."""
+        lq, hq = batch["lq"], batch["hq"]
+        out = self.g_main_forward(lq)
+        logits, fake_feats = self.d_main_forward(out, return_features=True)
+        with torch.no_grad():
+            _, real_feats = self.d_main_forward(hq, return_features=True)
+        terms = {
+            "adv": gan.g_nonsaturating_loss(logits),
+            "content": restoration.content_loss(out, hq, kind=self.content),
+            "fm": restoration.feature_matching_loss(fake_feats, real_feats),
+        }
+        if "id" in self.weights:
+            terms["id"] = restoration.identity_loss(self.identity, out, hq)
+        if "lpips" in self.weights:
+            terms["lpips"] = self.lpips(out.float(), hq.float()).mean()
+        return terms, out
+
+    def g_main(self, batch: dict[str, torch.Tensor]) -> PhaseOutput:
+        terms, _ = self.generator_terms(batch)
+        total = sum(self.weights[k] * v for k, v in terms.items())
+        stats = {"train/loss_g": total.detach()}
+        stats.update({f"train/{k}": v.detach() for k, v in terms.items()})
+        return total, stats
+
+    def pl_sample(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        lq = batch["lq"]
+        return self.G(lq[: self._shrunk(len(lq))], return_latents=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, made for one `run` on a lent device (see README, Performance):
-#   bash benchmarks/gpu_check.sh [tests|train|infer|all]      (make gpu-check PART=...)
+#   bash benchmarks/gpu_check.sh [tests|train|official|infer|all]      (make gpu-check PART=...)
 # Installs the carried wheels (.whl/, from ../shared/tools/device-wheels.sh) when present, runs the
 # `gpu`-marked tests, then the benchmarks, writing logs and JSON under $OUT (default
 # /tmp/gpu-check). Each part fits one 10-minute call on an H100.
@@ -30,6 +30,14 @@ if [[ $part == train || $part == all ]]; then
     --precisions 32-true bf16-mixed --steps 15 --warmup 5 --out "$OUT/train.json" || status=1
   $PY benchmarks/train.py --presets gpen-bfr-512 --batches 16 --precisions bf16-mixed \
     --compile on --steps 15 --warmup 8 --out "$OUT/train-compile.json" || status=1
+fi
+if [[ $part == official || $part == all ]]; then
+  # side by side with the official train_simple.py step: needs a yangxy/GPEN checkout carried
+  # in .official/GPEN (see benchmarks/official_train.py)
+  $PY benchmarks/official_train.py --official .official/GPEN --size 512 --batches 4 8 16 \
+    --out "$OUT/official.json" || status=1
+  $PY benchmarks/train.py --official-losses --presets gpen-bfr-512 --batches 4 8 16 \
+    --precisions 32-true bf16-mixed --steps 32 --warmup 16 --out "$OUT/ours-official-losses.json" || status=1
 fi
 if [[ $part == infer || $part == all ]]; then
   $PY benchmarks/suite.py --compile --out "$OUT/suite" || status=1

@@ -81,8 +81,13 @@ def bench_stage(
     device: str = "cpu",
     steps: int = 20,
     warmup: int = 5,
+    id_weights: str | None = None,
 ) -> dict:
-    """One configuration: img/s (over all steps of the window) and peak GPU memory in GiB."""
+    """One configuration: img/s (over all steps of the window) and peak GPU memory in GiB.
+
+    ``id_weights``: fine-tune with the official script's losses (smooth-L1, ArcFace identity
+    from this file, R1, path length, no feature matching) for ``benchmarks/official_train.py``.
+    """
     gpu = device.startswith("cuda")
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [
@@ -107,6 +112,13 @@ def bench_stage(
         ]
         if stage == "finetune":
             overrides += ["module.init=none", "validate_first=false", "validate_last=false"]
+            if id_weights:
+                overrides += [
+                    "module.content=smooth_l1",
+                    "module.fm_weight=0",
+                    "module.id_weight=1",
+                    f"module.id_weights={id_weights}",
+                ]
         cfg = compose(overrides)
         timer = StepTimer(warmup, steps)
         datamodule, module, trainer = build_run(cfg, extra_callbacks=[timer])
@@ -164,7 +176,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    ap.add_argument(
+        "--official-losses",
+        action="store_true",
+        help="fine-tune with the official script's losses (random IR-SE50 stand-in weights)",
+    )
     args = ap.parse_args(argv)
+    id_weights = None
+    if args.official_losses:
+        from official_train import irse50_standin
+
+        id_weights = str(irse50_standin(Path(tempfile.mkdtemp()) / "model_ir_se50.pth"))
     if args.quick:
         args.device, args.presets, args.batches = "cpu", ["gpen-tiny-32"], [4]
         args.precisions, args.steps, args.warmup = ["32-true"], 3, 2
@@ -188,6 +210,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     device=args.device,
                     steps=args.steps,
                     warmup=args.warmup,
+                    id_weights=id_weights,
                 )
             except torch.OutOfMemoryError:
                 row = dict(

@@ -38,8 +38,8 @@ def _seed() -> None:
 
 
 @pytest.fixture(scope="session")
-def official_fixture() -> dict:
-    """The official-network reference outputs (float32)."""
+def shared_official_fixture() -> dict:
+    """The 64 px official-network reference outputs of ../shared (float32)."""
     data = torch.load(shared_path("fixtures", "gpen_official_64.pt"), weights_only=True)
     cast = {k: v.float() for k, v in data["g_state"].items()}
     data["g_state"] = cast

@@ -1,6 +1,13 @@
-"""Numerical parity with the official GPEN code (../shared/fixtures/gpen_official_64.pt)."""
+"""Numerical parity with the official GPEN code: outputs of the official network on random weights.
+
+Two references: ``tests/fixtures/gpen_official_tiny.pt`` (committed, 32 px; regenerate with
+``tests/fixtures/make_parity_fixture.py``), so every clone checks parity, and
+``../shared/fixtures/gpen_official_64.pt`` (64 px) where it is present.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +15,21 @@ import torch
 from gpen_lightning.zoo import GPEN, Discriminator, ModulatedConv2d, build, load_official
 
 TOL = 1e-5
+COMMITTED = Path(__file__).parent / "fixtures" / "gpen_official_tiny.pt"
+
+
+def _as_float(data: dict) -> dict:
+    for key in ("g_state", "d_state"):
+        data[key] = {k: v.float() for k, v in data[key].items()}
+    return data
+
+
+@pytest.fixture(scope="module", params=["committed", "shared"])
+def official_fixture(request) -> dict:
+    """The official reference outputs, float32 (the shared one skips when ../shared is absent)."""
+    if request.param == "shared":
+        return request.getfixturevalue("shared_official_fixture")
+    return _as_float(torch.load(COMMITTED, weights_only=True))
 
 
 def _set_fused(module: torch.nn.Module, fused: bool | None) -> None:
@@ -16,15 +38,25 @@ def _set_fused(module: torch.nn.Module, fused: bool | None) -> None:
             m.fused = fused
 
 
-def test_fixture_config_is_tiny_64_preset(official_fixture):
+def test_inferred_architecture_matches_the_fixture_config(official_fixture):
     cfg = official_fixture["config"]
-    model = build("gpen-tiny-64")
-    assert (model.size, model.generator.style_dim, model.generator.n_mlp) == (
+    model = load_official(official_fixture["g_state"])
+    g = model.generator
+    assert (model.size, g.style_dim, g.n_mlp, g.noise_mode) == (
         cfg["size"],
         cfg["style_dim"],
         cfg["n_mlp"],
+        "concat" if cfg["isconcat"] else "add",
     )
-    model.load_state_dict(official_fixture["g_state"], strict=False)  # same layout
+    assert g.channels[4] == int(512 * cfg["narrow"])
+
+
+def test_tiny_64_preset_has_the_official_64_layout(shared_official_fixture):
+    """The gpen-tiny-64 preset is the shared fixture's architecture: the official state dict loads
+    strictly, and only our tracked w_avg buffer is extra."""
+    model = build("gpen-tiny-64")
+    missing, unexpected = model.load_state_dict(shared_official_fixture["g_state"], strict=False)
+    assert unexpected == [] and missing == ["generator.w_avg"]
 
 
 @pytest.mark.parametrize("fused", [None, True, False])

@@ -234,14 +234,16 @@ class FinetuneLoss(GANLoss):
         """The unweighted terms of the generator loss and the output GPEN(LQ) (B, 3, S, S)."""
         lq, hq = batch["lq"], batch["hq"]
         out = self.g_main_forward(lq)
-        logits, fake_feats = self.d_main_forward(out, return_features=True)
-        with torch.no_grad():
-            _, real_feats = self.d_main_forward(hq, return_features=True)
-        terms = {
-            "adv": gan.g_nonsaturating_loss(logits),
-            "content": restoration.content_loss(out, hq, kind=self.content),
-            "fm": restoration.feature_matching_loss(fake_feats, real_feats),
-        }
+        terms = {}
+        if self.weights.get("fm", 0) != 0:
+            logits, fake_feats = self.d_main_forward(out, return_features=True)
+            with torch.no_grad():
+                _, real_feats = self.d_main_forward(hq, return_features=True)
+            terms["fm"] = restoration.feature_matching_loss(fake_feats, real_feats)
+        else:  # no feature matching (the official script): no D pass over the HQ faces
+            logits = self.d_main_forward(out)
+        terms["adv"] = gan.g_nonsaturating_loss(logits)
+        terms["content"] = restoration.content_loss(out, hq, kind=self.content)
         if "id" in self.weights:
             terms["id"] = restoration.identity_loss(self.identity, out, hq)
         if "lpips" in self.weights:

@@ -11,7 +11,7 @@ from gpen_lightning.zoo.discriminator import Discriminator
 from gpen_lightning.zoo.generator import Generator
 from gpen_lightning.zoo.gpen import GPEN
 
-__all__ = ["compiled", "set_memory_format"]
+__all__ = ["CompiledPrior", "compiled", "set_memory_format"]
 
 
 def set_memory_format(*nets: nn.Module, channels_last: bool) -> None:
@@ -26,10 +26,36 @@ def set_memory_format(*nets: nn.Module, channels_last: bool) -> None:
             raise TypeError(f"expected a zoo Generator, GPEN or Discriminator, got {type(net)}")
 
 
+class CompiledPrior:
+    """A prior ``Generator`` call with its synthesis network compiled.
+
+    The style-mixing crossover is a Python int that changes every minibatch and the number of
+    latents is 1 or 2: compiling ``Generator.forward`` would specialise on both and recompile.
+    Mapping and mixing stay eager (a small MLP); the synthesis, where the time goes, sees one
+    (B, n_latent, D) tensor every call.
+    """
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+        self.synthesis = torch.compile(generator.synthesis)
+
+    def __call__(
+        self, z: torch.Tensor | list[torch.Tensor], *, inject_index: int | None = None
+    ) -> torch.Tensor:
+        g = self.generator
+        zs = [z] if isinstance(z, torch.Tensor) else list(z)
+        ws = [g.mapping(s, track_w_avg=g.training) for s in zs]
+        return self.synthesis(g.broadcast(ws, inject_index=inject_index))
+
+
 def compiled(generator: nn.Module, discriminator: nn.Module, *, enabled: bool) -> dict[str, Any]:
-    """``{"g_forward", "d_forward"}``: ``torch.compile`` of the two networks (sharing their
-    parameters) for a loss object's main phases, or ``{}`` when not ``enabled``. The compiled
-    callables are kept out of the module tree (no duplicate state-dict keys)."""
+    """``{"g_forward", "d_forward"}``: compiled calls of the two networks (sharing their
+    parameters) for a loss object's main phases, or ``{}`` when not ``enabled``. A prior
+    ``Generator`` gets ``CompiledPrior``; GPEN and D are compiled whole. The compiled callables are
+    kept out of the module tree (no duplicate state-dict keys)."""
     if not enabled:
         return {}
-    return {"g_forward": torch.compile(generator), "d_forward": torch.compile(discriminator)}
+    g_forward = (
+        CompiledPrior(generator) if isinstance(generator, Generator) else torch.compile(generator)
+    )
+    return {"g_forward": g_forward, "d_forward": torch.compile(discriminator)}

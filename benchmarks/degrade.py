@@ -1,4 +1,4 @@
-"""Degradation throughput: our batched kornia pipeline vs a CPU OpenCV reference (spec section 4).
+"""Degradation throughput: our batched kornia pipeline vs a CPU OpenCV reference.
 
     python benchmarks/degrade.py                      # batch 16, 512 px, gfpgan preset
     python benchmarks/degrade.py --size 256 --batches 5

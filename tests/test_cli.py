@@ -225,3 +225,9 @@ def test_restore_stage_from_the_command_line(tmp_path):
     bad = _cli(["stage=restore", f"input={photos}", "output=out2", "model=gpen-tiny-64"], tmp_path)
     assert bad.returncode == 1
     assert "b.jpg: empty file" in bad.stdout
+
+
+def test_evaluate_refuses_data_root_and_names_the_key_it_wants(tmp_path):
+    proc = _cli(["stage=evaluate", "data.root=/faces"], tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert "does not use `data.root=/faces`" in proc.stderr and "input=FACES" in proc.stderr

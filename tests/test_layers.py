@@ -85,14 +85,26 @@ def test_noise_mode_validated():
         NoiseInjection("multiply")
 
 
-def test_styled_conv_and_torgb_shapes():
+def test_styled_conv_concatenates_the_weighted_noise_before_the_activation():
+    """StyledConv = leaky ReLU(0.2) x sqrt(2) of [conv(x, s) ; w * noise] plus the bias; ToRGB adds
+    its bias and the upsampled skip (a constant skip stays constant after the blur upsample)."""
+    torch.manual_seed(0)
     sc = StyledConv(8, 4, 3, 16, upsample=True, noise_mode="concat")
-    x, s = torch.randn(2, 8, 4, 4), torch.randn(2, 16)
-    out = sc(x, s, torch.randn(2, 4, 8, 8))
+    with torch.no_grad():
+        sc.noise.weight.fill_(0.5)
+        sc.activate.bias.normal_()
+    x, s, noise = torch.randn(2, 8, 4, 4), torch.randn(2, 16), torch.randn(2, 4, 8, 8)
+    out = sc(x, s, noise)
     assert out.shape == (2, 8, 8, 8)
+    pre = torch.cat([sc.conv(x, s), 0.5 * noise], 1) + sc.activate.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(out, torch.nn.functional.leaky_relu(pre, 0.2) * math.sqrt(2))
     rgb = ToRGB(8, 16)
-    img = rgb(out, s, torch.randn(2, 3, 4, 4))
+    with torch.no_grad():
+        rgb.bias.fill_(0.25)
+    img = rgb(out, s, torch.full((2, 3, 4, 4), 2.0))
     assert img.shape == (2, 3, 8, 8)
+    interior = (img - rgb.conv(out, s))[:, :, 2:-2, 2:-2]
+    torch.testing.assert_close(interior, torch.full_like(interior, 2.25), atol=1e-5, rtol=0)
 
 
 def test_conv_layer_layout_matches_official_indices():
@@ -103,6 +115,8 @@ def test_conv_layer_layout_matches_official_indices():
     skip = ConvLayer(4, 8, 1, downsample=True, activate=False, bias=False)
     assert list(skip.state_dict()) == ["0.kernel", "1.weight"]
     assert skip(torch.randn(1, 4, 8, 8)).shape == (1, 8, 4, 4)
+    with pytest.raises(ValueError, match="bias=True"):
+        ConvLayer(4, 8, 3, bias=False)  # the activation carries the bias
 
 
 def test_pixel_norm_unit_rms():

@@ -57,6 +57,21 @@ def test_missing_weight_files_say_which_and_how():
         load_fid("/nope/inception.pth")
 
 
+def test_lpips_equals_the_torchmetrics_port(alexnet_file):
+    """The reference lpips network and torchmetrics' port agree on the same backbone weights."""
+    from torchmetrics.functional.image.lpips import _LPIPS
+
+    path, features = alexnet_file
+    ours = load_lpips(path, "alex")
+    port = _LPIPS(pretrained=True, net="alex", pnet_rand=True).eval()
+    for stage in (m for n, m in port.net.named_children() if n.startswith("slice")):
+        for idx, layer in stage.named_children():
+            layer.load_state_dict(features[int(idx)].state_dict())
+    x, y = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, y), port(x, y), atol=1e-5, rtol=1e-5)
+
+
 def test_identity_and_lpips_terms_in_the_generator_loss(irse_file, alexnet_file):
     module = FinetuneModule(
         model=TINY,
@@ -99,3 +114,14 @@ def test_validation_reports_lpips_and_fid_when_configured(alexnet_file, inceptio
     for metrics in (first, last):
         assert metrics["val/lpips"] > 0 and metrics["val/fid"] > 0
     assert last["val/fid"] != first["val/fid"]
+
+
+def test_face_crop_112_follows_the_official_crop():
+    """Official IDLoss at 512 px: x[:, :, 70:-66, 64:-72], adaptive-average-pooled to 112."""
+    from gpen_lightning.losses.networks import face_crop_112
+
+    x = torch.rand(2, 3, 512, 512)
+    ref = torch.nn.functional.adaptive_avg_pool2d(x[:, :, 70:-66, 64:-72], (112, 112))
+    torch.testing.assert_close(face_crop_112(x), ref, rtol=0, atol=0)
+    small = torch.rand(2, 3, 64, 64)  # tiny presets: resized to 256 first, same region
+    assert face_crop_112(small).shape == (2, 3, 112, 112)

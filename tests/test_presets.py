@@ -85,7 +85,18 @@ def test_noise_modes_build_and_run(mode):
             assert not torch.allclose(model(x2)[:, :, 16:, 16:], base[:, :, 16:, 16:])
 
 
-@pytest.mark.parametrize("part", ["generator", "discriminator"])
+def test_part_names_say_what_is_built():
+    from gpen_lightning.zoo import GPEN, Discriminator, Generator
+
+    assert isinstance(build("gpen-tiny-32"), GPEN)
+    assert isinstance(build("gpen-tiny-32", "gpen"), GPEN)
+    assert type(build("gpen-tiny-32", "prior")) is Generator
+    assert isinstance(build("gpen-tiny-32", "discriminator"), Discriminator)
+    with pytest.warns(DeprecationWarning, match='part="gpen"'):
+        assert isinstance(build("gpen-tiny-32", "generator"), GPEN)
+
+
+@pytest.mark.parametrize("part", ["gpen", "prior", "discriminator"])
 def test_backward_reaches_every_parameter(part):
     model = build("gpen-tiny-32", part)
     with torch.no_grad():  # make noise weights non-zero so their gradient paths are exercised too
@@ -93,6 +104,8 @@ def test_backward_reaches_every_parameter(part):
             if name.endswith("noise.weight"):
                 p.fill_(0.1)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
+    if part == "prior":
+        x = torch.randn(2, model.style_dim)
     model(x).square().mean().backward()
     missing = [
         n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0

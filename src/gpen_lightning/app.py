@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from gpen_lightning.config import conf_dir
+from gpen_lightning.runtime import use_cpu_huge_pages
 
 __all__ = ["main", "run"]
 
@@ -30,8 +31,43 @@ def _single_log_stream() -> None:
         lg.propagate = True
 
 
+# What the non-training stages never read, and where their equivalent lives: an override of one of
+# these would be silently ignored, so it is refused.
+_NOT_READ = {
+    "trainer": "it runs in this process; choose the device with device=cpu|cuda",
+    "logger": "it logs nothing; its reports are written to output=",
+    "callbacks": "it trains nothing",
+    "module": "the network comes from weights=PATH (or the `model` preset with random weights)",
+    "ckpt_path": "give the checkpoint as weights=PATH",
+    "data": "its inputs are input=PATH",
+}
+_UNUSED = {
+    "restore": {**_NOT_READ, "degradation": "it degrades nothing (real photos)"},
+    "export": {**_NOT_READ, "degradation": "it degrades nothing", "data": "it reads no data"},
+    "evaluate": {
+        **_NOT_READ,
+        "data": "stage=evaluate reads input=FACES (a folder of aligned HQ faces), not data.*",
+    },
+}
+
+
+def refuse_unused_overrides(stage: str, overrides: list[str]) -> None:
+    """Raise ``ValueError`` naming the key a stage wants when an override sets something the
+    stage never reads (e.g. ``data.root=`` on ``stage=evaluate``, which reads ``input=``)."""
+    unused = _UNUSED.get(stage, {})
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        root = key.split(".", 1)[0].split("@", 1)[0]
+        if root in unused:
+            raise ValueError(
+                f"stage={stage} does not use `{override}`: {unused[root]}. "
+                "Remove the override (see python -m gpen_lightning --help)."
+            )
+
+
 def run(cfg: DictConfig) -> Any:
     """Dispatch on ``task_name`` (set by the ``stage`` config)."""
+    use_cpu_huge_pages(cfg.get("cpu_huge_pages", True))  # before torch is imported
     _single_log_stream()
     stage = cfg.task_name
     if stage in TRAINING_STAGES:
@@ -65,6 +101,9 @@ def run(cfg: DictConfig) -> Any:
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    refuse_unused_overrides(cfg.task_name, list(HydraConfig.get().overrides.task))
     return run(cfg)
 
 

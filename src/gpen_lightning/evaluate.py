@@ -1,6 +1,6 @@
 """``stage=evaluate``: degrade HQ faces with a seeded preset, restore them, and score the result
 against the HQ faces next to two baselines (the degraded input, bicubic upsampling) with the
-field's metrics (spec section 6): PSNR and SSIM always; LPIPS, FID and the ArcFace identity
+field's metrics: PSNR and SSIM always; LPIPS, FID and the ArcFace identity
 distance when their local weights are configured."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from gpen_lightning.data.synthetic import SyntheticFaces
 from gpen_lightning.io import atomic_write
 from gpen_lightning.losses import networks
 from gpen_lightning.restore.restorer import load_restoration_model
+from gpen_lightning.zoo.presets import match_preset
 
 __all__ = ["evaluate", "format_table", "run_evaluate"]
 
@@ -61,6 +63,60 @@ def _optional(kind: str, loader, path: str | None):
         return None
 
 
+@dataclass
+class _Scorers:
+    """The optional metric networks: LPIPS, ArcFace (identity angle) and one FID per method."""
+
+    lpips: torch.nn.Module | None = None
+    arcface: torch.nn.Module | None = None
+    fids: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, *, lpips_weights, lpips_net, fid_weights, id_weights, device) -> _Scorers:
+        """Load what has a weight file (a missing file is named in a warning and skipped)."""
+        lpips = _optional("LPIPS", lambda p: networks.load_lpips(p, lpips_net), lpips_weights)
+        arcface = _optional("identity distance", networks.load_identity, id_weights)
+        fids = {}
+        for m in METHODS if fid_weights else ():
+            fid = _optional("FID", networks.load_fid, fid_weights)
+            if fid is None:
+                break
+            fids[m] = fid.to(device)
+        return cls(
+            lpips=lpips.to(device) if lpips is not None else None,
+            arcface=arcface.to(device) if arcface is not None else None,
+            fids=fids,
+        )
+
+    def score(self, outputs: dict[str, torch.Tensor], hq: torch.Tensor) -> dict[str, dict]:
+        """Per-face scores ``{method: {metric: (B,)}}`` of images in [0, 1] against ``hq``;
+        FID states are updated."""
+        hq_embedding = None
+        if self.arcface is not None:  # the HQ side once per batch, shared by every method
+            hq_embedding = self.arcface(networks.face_crop_112(hq * 2 - 1))
+        scores = {}
+        for method, out in outputs.items():
+            s = {
+                "psnr": peak_signal_noise_ratio(
+                    out, hq, data_range=1.0, reduction="none", dim=(1, 2, 3)
+                ),
+                "ssim": structural_similarity_index_measure(
+                    out, hq, data_range=1.0, reduction="none"
+                ),
+            }
+            if self.lpips is not None:
+                s["lpips"] = self.lpips(out * 2 - 1, hq * 2 - 1).flatten()
+            if hq_embedding is not None:
+                embedding = self.arcface(networks.face_crop_112(out * 2 - 1))
+                cos = (embedding * hq_embedding).sum(1).clamp(-1, 1)
+                s["id_deg"] = torch.rad2deg(torch.arccos(cos))
+            if self.fids:
+                self.fids[method].update(hq, real=True)
+                self.fids[method].update(out, real=False)
+            scores[method] = s
+        return scores
+
+
 @torch.no_grad()
 def evaluate(
     net: torch.nn.Module,
@@ -83,16 +139,13 @@ def evaluate(
     """
     device = torch.device(device)
     net = net.to(device).eval()
-    lpips = _optional("LPIPS", lambda p: networks.load_lpips(p, lpips_net), lpips_weights)
-    arcface = _optional("identity distance", networks.load_identity, id_weights)
-    lpips = lpips.to(device) if lpips is not None else None
-    arcface = arcface.to(device) if arcface is not None else None
-    fids = {}
-    for m in METHODS if fid_weights else ():
-        fid = _optional("FID", networks.load_fid, fid_weights)
-        if fid is None:
-            break
-        fids[m] = fid.to(device)
+    scorers = _Scorers.load(
+        lpips_weights=lpips_weights,
+        lpips_net=lpips_net,
+        fid_weights=fid_weights,
+        id_weights=id_weights,
+        device=device,
+    )
     sums: dict[str, dict[str, float]] = {m: {} for m in METHODS}
     count, rows = 0, []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -102,35 +155,16 @@ def evaluate(
         lq = pair["lq"].float().div(255).to(device)
         restored = (net(lq * 2 - 1).float().clamp(-1, 1) + 1) / 2
         outputs = {"input": lq, "bicubic": _bicubic(lq, pair["params"]["scale"]), "gpen": restored}
-        if arcface is not None:  # the HQ side once per batch, shared by every method
-            hq_embedding = arcface(networks.face_crop_112(hq * 2 - 1))
-        for method, out in outputs.items():
-            scores = {
-                "psnr": peak_signal_noise_ratio(
-                    out, hq, data_range=1.0, reduction="none", dim=(1, 2, 3)
-                ),
-                "ssim": structural_similarity_index_measure(
-                    out, hq, data_range=1.0, reduction="none"
-                ),
-            }
-            if lpips is not None:
-                scores["lpips"] = lpips(out * 2 - 1, hq * 2 - 1).flatten()
-            if arcface is not None:
-                embedding = arcface(networks.face_crop_112(out * 2 - 1))
-                cos = (embedding * hq_embedding).sum(1).clamp(-1, 1)
-                scores["id_deg"] = torch.rad2deg(torch.arccos(cos))
+        for method, scores in scorers.score(outputs, hq).items():
             for k, v in scores.items():
                 sums[method][k] = sums[method].get(k, 0.0) + float(v.sum())
-            if fids:
-                fids[method].update(hq, real=True)
-                fids[method].update(out, real=False)
         count += len(hq)
         if sum(len(r) for r in rows) < n_grid:
             rows.append(torch.stack([lq, outputs["bicubic"], restored, hq], 1).cpu())
     if count == 0:
         raise ValueError("the evaluation set is empty")
     table = {m: {k: v / count for k, v in s.items()} for m, s in sums.items()}
-    for method, fid in fids.items():
+    for method, fid in scorers.fids.items():
         table[method]["fid"] = float(fid.compute()) if count > 1 else math.nan
     grid = torch.cat(rows)[:n_grid].flatten(0, 1)
     return table, grid
@@ -148,6 +182,14 @@ def format_table(table: dict[str, dict[str, float]], n: int) -> str:
     for method, row in table.items():
         lines.append(f"| {method} | " + " | ".join(f"{row[k]:.4f}" for k in metrics) + " |")
     return "\n".join(lines)
+
+
+def describe_network(net: torch.nn.Module) -> str:
+    """What was evaluated: the matching preset's architecture, or the GPEN's own dimensions."""
+    g = net.generator
+    dims = f"GPEN-{net.size}, style {g.style_dim}, {g.n_mlp} mapping layers, noise {g.noise_mode}"
+    preset = match_preset(net)
+    return f"{dims} (architecture of preset {preset})" if preset else dims
 
 
 def run_evaluate(cfg) -> dict[str, Any]:
@@ -180,7 +222,7 @@ def run_evaluate(cfg) -> dict[str, Any]:
     md = format_table(table, n)
     meta = {
         "weights": cfg.weights,
-        "model": cfg.model.name,
+        "network": describe_network(net),
         "input": cfg.input,
         "faces": n,
         "seed": cfg.eval_seed,

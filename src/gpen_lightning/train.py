@@ -13,19 +13,23 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from gpen_lightning.training.callbacks import AtomicCheckpointIO, KimgCheckpoint, SampleGrid
 
-__all__ = ["train"]
+__all__ = ["build_run", "ddp_strategy", "train"]
 
 log = logging.getLogger(__name__)
 
-# Manual optimization alternates G and D, so some parameters get no gradient in a given
-# backward pass: plain DDP would wait for them forever.
-_DDP_STRATEGY = "ddp_find_unused_parameters_true"
+
+def ddp_strategy(process_group_backend: str | None = None) -> DDPStrategy:
+    """The DDP strategy of every multi-process run (``trainer=ddp|ddp_sim|multinode`` and
+    ``trainer.devices>1``). Manual optimization alternates G and D, so some parameters get no
+    gradient in a given backward pass: DDP must look for unused parameters or it waits forever."""
+    return DDPStrategy(find_unused_parameters=True, process_group_backend=process_group_backend)
 
 
 def _instantiate_all(node: DictConfig | None) -> list[Any]:
@@ -44,7 +48,7 @@ def _is_multi_device(trainer_cfg: DictConfig) -> bool:
 def _trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     overrides: dict[str, Any] = {}
     if cfg.trainer.get("strategy", "auto") in ("auto", "ddp") and _is_multi_device(cfg.trainer):
-        overrides["strategy"] = _DDP_STRATEGY
+        overrides["strategy"] = ddp_strategy()
     plugins = [instantiate(p, _convert_="all") for p in cfg.trainer.get("plugins") or []]
     return instantiate(
         cfg.trainer,

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from gpen_lightning.data.degradation import Degradation
 from gpen_lightning.data.folder import FaceFolder
+from gpen_lightning.data.seeds import rank_seed, stream_seed
 from gpen_lightning.data.synthetic import SyntheticFaces
 
 __all__ = ["FaceDataModule", "degrade_fixed"]
@@ -64,7 +65,7 @@ class FaceDataModule(L.LightningDataModule):
         self.degradation = degradation if degradation is not None else Degradation()
         self.val_degradation = val_degradation or self.degradation
         self.seed, self.val_seed, self.verify = seed, val_seed, verify
-        self.apply_degradation = degrade
+        self.degrade = degrade
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self._train_gen: torch.Generator | None = None
@@ -95,7 +96,7 @@ class FaceDataModule(L.LightningDataModule):
     def _new_train_generator(self) -> torch.Generator:
         """The training degradation stream, offset by the global rank under DDP."""
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        return torch.Generator().manual_seed(self.seed + 7919 * rank)
+        return torch.Generator().manual_seed(rank_seed(self.seed, rank))
 
     def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
         if dataset is None:
@@ -116,7 +117,7 @@ class FaceDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)
 
-    def degrade(self, batch: dict, *, train: bool) -> dict:
+    def make_pairs(self, batch: dict, *, train: bool) -> dict:
         """uint8 HQ batch -> ``{"lq", "hq", "params"}`` in [-1, 1] on the batch's device."""
         hq = batch["hq"]
         if train:
@@ -133,10 +134,10 @@ class FaceDataModule(L.LightningDataModule):
         }
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        if not self.apply_degradation:
+        if not self.degrade:
             return {"hq": _to_signed(batch["hq"]), "index": batch["index"]}
         train = self.trainer is not None and self.trainer.training
-        return self.degrade(batch, train=train)
+        return self.make_pairs(batch, train=train)
 
 
 def degrade_fixed(
@@ -146,7 +147,7 @@ def degrade_fixed(
     same LQ for a face in every run, whatever the batch size and order (validation, evaluation).
     """
     parts = [
-        degradation(hq[i : i + 1], seed=seed * 1_000_003 + int(idx))
+        degradation(hq[i : i + 1], seed=stream_seed(seed, int(idx)))
         for i, idx in enumerate(indices.tolist())
     ]
     return {

@@ -1,4 +1,5 @@
-"""Batched, per-sample synthetic degradation of HQ faces into LQ inputs (spec section 4).
+"""Batched, per-sample synthetic degradation of HQ faces into LQ inputs (the GFPGAN degradation
+model, Wang et al. 2021).
 
 Runs on whatever device the batch lives on (the GPU when training on GPU), draws every parameter
 per sample, and is reproducible given a seed or ``torch.Generator``. Order (GFPGAN model):

@@ -6,10 +6,11 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
 
 __all__ = ["IMAGE_EXTENSIONS", "FaceFolder", "read_rgb", "to_square"]
 
@@ -38,31 +39,23 @@ def sniff(path: Path) -> str | None:
 
 
 def read_rgb(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Decode any supported image to (3, H, W) uint8 RGB, EXIF orientation applied.
+    """Decode any supported image to (3, H, W) uint8 RGB with Pillow, EXIF orientation applied.
 
-    Gray, gray+alpha, RGBA (alpha dropped), 16-bit and CMYK inputs are converted; formats
-    torchvision cannot decode (e.g. BMP) go through Pillow. Raises ``ValueError`` if undecodable.
+    Gray, gray+alpha, palette, RGBA (alpha dropped), 16-bit and CMYK inputs are converted.
+    Raises ``ValueError`` if the file cannot be decoded.
     """
     path = Path(path)
     try:
-        img = decode_image(
-            read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True
-        )
-    except (RuntimeError, ValueError) as tv_err:
-        try:
-            from PIL import Image, ImageOps
-
-            with Image.open(path) as im:
-                im = ImageOps.exif_transpose(im)
-                if im.mode.startswith("I;16") or im.mode == "I":
-                    im = im.point(lambda v: v / 257).convert("L")
-                img = TF.pil_to_tensor(im.convert("RGB"))
-        except Exception as pil_err:  # Pillow raises many exception types
-            raise ValueError(f"cannot decode {path}: {tv_err}; Pillow: {pil_err}") from None
-    if img.dtype == torch.uint16:
-        img = (img.float() / 257).round().to(torch.uint8)
-    elif img.dtype != torch.uint8:
-        raise ValueError(f"cannot decode {path}: unexpected pixel type {img.dtype}")
+        with Image.open(path) as im:
+            im.load()  # decode once; the EXIF of a PNG may follow its pixels
+            ImageOps.exif_transpose(im, in_place=True)
+            if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit gray -> 8-bit
+                im = im.point(lambda v: v / 257).convert("L")
+            if im.mode != "RGB":
+                im = im.convert("RGB")
+            img = torch.from_numpy(np.array(im)).permute(2, 0, 1)  # (3, H, W) view of HWC
+    except Exception as err:  # Pillow raises many exception types
+        raise ValueError(f"cannot decode {path}: {err}") from None
     if img.shape[-1] < 2 or img.shape[-2] < 2:
         raise ValueError(f"{path} is {img.shape[-1]}x{img.shape[-2]} px, too small for a face")
     return img

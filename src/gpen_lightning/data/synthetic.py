@@ -12,6 +12,8 @@ import math
 import torch
 from torch.utils.data import Dataset
 
+from gpen_lightning.data.seeds import stream_seed
+
 __all__ = ["SyntheticFaces", "render_face"]
 
 
@@ -115,7 +117,7 @@ class SyntheticFaces(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        g = torch.Generator().manual_seed(stream_seed(self.seed, index))
         img = render_face(self.size, g)
         if self.flip and torch.rand(()) < 0.5:
             img = img.flip(-1)

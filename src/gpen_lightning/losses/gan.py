@@ -1,4 +1,4 @@
-"""The StyleGAN2 objectives used to pre-train the GPEN prior (spec section 3, stage 1).
+"""The StyleGAN2 objectives used to pre-train the GPEN prior.
 
 Every function takes an optional ``scaler`` (a ``torch.amp.GradScaler``, as used by ``16-mixed``):
 the inner ``autograd.grad`` of R1 and path length then runs on the scaled output so fp16 gradients

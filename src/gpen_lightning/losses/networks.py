@@ -2,8 +2,8 @@
 
 - ``IRSE``: the ArcFace IR-SE face-embedding network (``model_ir_se50.pth``, the identity loss of
   the official GPEN training script); depth and widths are read from the state dict.
-- ``load_lpips``: LPIPS with torchmetrics' bundled linear heads and a torchvision AlexNet / VGG16
-  backbone file (``alexnet-owt-7be5be79.pth`` / ``vgg16-397923af.pth``).
+- ``load_lpips``: LPIPS (the reference ``lpips`` package) with its bundled linear heads and a
+  torchvision AlexNet / VGG16 backbone file (``alexnet-owt-7be5be79.pth`` / ``vgg16-397923af.pth``).
 - ``load_fid``: torchmetrics' FID with the local Inception weights of torch-fidelity
   (``weights-inception-2015-12-05-6726825d.pth``).
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -130,9 +131,15 @@ class IRSE(nn.Module):
 
 def face_crop_112(images: torch.Tensor) -> torch.Tensor:
     """FFHQ-aligned faces (B, 3, S, S) -> the ArcFace input (B, 3, 112, 112), as the official
-    script does: resize to 256, crop rows 35:223 and columns 32:220, pool to 112."""
-    x = F.interpolate(images, size=(256, 256), mode="bilinear", align_corners=False)
-    return F.adaptive_avg_pool2d(x[:, :, 35:223, 32:220], (112, 112))
+    script does: crop rows 35k:S-33k and columns 32k:S-36k (k = S / 256), pool to 112. Sizes that
+    are not a multiple of 256 (the tiny presets; the official crop is undefined there) are resized
+    to 256 first (bilinear) and cropped with k = 1."""
+    s = images.shape[-1]
+    if s % 256:
+        images, s = F.interpolate(images, size=(256, 256), mode="bilinear"), 256
+    k = s // 256
+    crop = images[:, :, 35 * k : s - 33 * k, 32 * k : s - 36 * k]
+    return F.adaptive_avg_pool2d(crop, (112, 112))
 
 
 def load_identity(path: str | os.PathLike[str] | None) -> IRSE:
@@ -154,8 +161,9 @@ _BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pt
 
 
 def load_lpips(path: str | os.PathLike[str] | None, net: str = "alex") -> nn.Module:
-    """LPIPS (frozen): torchmetrics' network with its bundled linear heads and the torchvision
-    ``net`` backbone read from ``path``. Call ``lpips(x, y)`` on [-1, 1] images -> (B, 1, 1, 1)."""
+    """LPIPS (frozen): the reference ``lpips.LPIPS`` network with its bundled linear heads and the
+    torchvision ``net`` backbone read from ``path``. Call ``lpips(x, y)`` on [-1, 1] images ->
+    (B, 1, 1, 1)."""
     if net not in _BACKBONES:
         raise ValueError(f"LPIPS backbone must be one of {sorted(_BACKBONES)}, got {net!r}")
     name = _BACKBONES[net]
@@ -166,10 +174,13 @@ def load_lpips(path: str | os.PathLike[str] | None, net: str = "alex") -> nn.Mod
         f"(https://download.pytorch.org/models/{_BACKBONE_FILES[net]}) and pass its path "
         "(module.lpips_weights=PATH when training, lpips_weights=PATH for stage=evaluate)",
     )
+    import lpips as lpips_lib  # the reference implementation (Zhang et al. 2018)
     import torchvision
-    from torchmetrics.functional.image.lpips import _LPIPS
 
-    lpips = _LPIPS(pretrained=True, net=net, pnet_rand=True)  # no download: random backbone
+    with warnings.catch_warnings():  # lpips 0.1.4 calls torchvision's deprecated `pretrained=`
+        warnings.simplefilter("ignore", UserWarning)
+        # bundled linear heads; pnet_rand: no backbone download (the weights come from `path`)
+        lpips = lpips_lib.LPIPS(net=net, pnet_rand=True, verbose=False)
     backbone = getattr(torchvision.models, name)(weights=None)
     state = torch.load(path, map_location="cpu", weights_only=True)
     features = {k: v for k, v in state.items() if k.startswith("features.")}

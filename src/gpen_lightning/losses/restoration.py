@@ -1,4 +1,4 @@
-"""Fine-tuning objectives of GPEN (spec section 3, stage 2): ``L = L_A + alpha L_C + beta L_F``.
+"""Fine-tuning objectives of GPEN: ``L = L_A + alpha L_C + beta L_F``.
 
 ``L_A`` is ``gan.g_nonsaturating_loss``; this module holds the content loss ``L_C`` and the
 feature-matching loss ``L_F`` on the discriminator's intermediate features.

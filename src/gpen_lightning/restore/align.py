@@ -6,9 +6,9 @@ import kornia.geometry.transform as KT
 import numpy as np
 import torch
 
-__all__ = ["TEMPLATES", "similarity_transform", "template", "warp_to", "warp_back"]
+__all__ = ["TEMPLATES", "similarity_transform", "template", "warp_to"]
 
-# (x, y) at 512 px: left eye, right eye, nose tip, left / right mouth corner (spec section 5).
+# (x, y) at 512 px: left eye, right eye, nose tip, left / right mouth corner.
 TEMPLATES = {
     "ffhq": np.array(
         [
@@ -58,15 +58,4 @@ def warp_to(
     src = image.unsqueeze(0).expand(len(matrices), -1, -1, -1)
     return KT.warp_affine(
         src, matrices.to(src), (size, size), mode=mode, padding_mode="border", align_corners=True
-    )
-
-
-def warp_back(
-    crops: torch.Tensor, matrices: torch.Tensor, height: int, width: int, *, mode="bilinear"
-) -> torch.Tensor:
-    """Inverse of ``warp_to``: crops (B, C, s, s) back into the image frame (B, C, H, W);
-    zero outside each crop."""
-    inverse = KT.invert_affine_transform(matrices.to(crops))
-    return KT.warp_affine(
-        crops, inverse, (height, width), mode=mode, padding_mode="zeros", align_corners=True
     )

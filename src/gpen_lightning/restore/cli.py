@@ -102,17 +102,28 @@ def restore_files(cfg: DictConfig) -> int:
     """Run the restore stage; return the exit status (0: every file restored, 1: some failed)."""
     files, root = collect_inputs(str(cfg.input))
     out_dir = Path(cfg.output or cfg.paths.output_dir).expanduser()
-    suffix = cfg.suffix or ""
+    _refuse_output_in_inputs(out_dir, files, root, cfg.suffix or "")
+    if not files:
+        print(f"No images found under {cfg.input}.")
+        return 1
+    run = _RestoreRun(cfg, _make_restorer(cfg), files, root, out_dir)
+    report = run.run()
+    print(report.summary())
+    print(f"Outputs in {out_dir}")
+    return 1 if report.failed else 0
+
+
+def _refuse_output_in_inputs(out_dir: Path, files: list[Path], root: Path, suffix: str) -> None:
     in_dirs = {p.parent.resolve() for p in files} | ({root.resolve()} if root.is_dir() else set())
     if not suffix and out_dir.resolve() in in_dirs:
         raise ValueError(
             f"output={out_dir} is an input folder: restored images could replace the inputs. "
             "Choose another output folder or set a filename suffix (suffix=_restored)."
         )
-    if not files:
-        print(f"No images found under {cfg.input}.")
-        return 1
-    restorer = Restorer(
+
+
+def _make_restorer(cfg: DictConfig) -> Restorer:
+    return Restorer(
         cfg.weights,
         model=cfg.model.name,
         runs_root=cfg.paths.log_dir,
@@ -126,64 +137,90 @@ def restore_files(cfg: DictConfig) -> int:
         upscale=cfg.upscale,
         alpha=cfg.alpha,
     )
-    report = Report()
-    inputs = {p.resolve() for p in files}
-    progress = tqdm(files, desc="restore", unit="img", file=sys.stdout, dynamic_ncols=True)
-    pending: list[tuple[Path, Path, Path, torch.Tensor]] = []  # path, rel, target, image
 
-    def flush() -> None:
-        """Restore the pending images together (their faces share network batches)."""
-        images = [item[3] for item in pending]
+
+@dataclass
+class _Pending:
+    path: Path  # the input file
+    rel: Path  # its path relative to the input root
+    target: Path  # the restored image's output path
+    image: torch.Tensor  # (3, H, W) uint8
+
+
+class _RestoreRun:
+    """One pass over the input files: read, restore in groups of ``images_per_batch`` (their faces
+    share network batches), write the outputs, and account for every file in a ``Report``."""
+
+    def __init__(
+        self, cfg: DictConfig, restorer: Restorer, files: list[Path], root: Path, out_dir: Path
+    ) -> None:
+        self.cfg, self.restorer, self.files = cfg, restorer, files
+        self.root, self.out_dir = root, out_dir
+        self.suffix = cfg.suffix or ""
+        self.inputs = {p.resolve() for p in files}
+        self.report = Report()
+        self.pending: list[_Pending] = []
+
+    def run(self) -> Report:
+        progress = tqdm(self.files, desc="restore", unit="img", file=sys.stdout, dynamic_ncols=True)
+        for path in progress:
+            self._queue(path)
+            if len(self.pending) >= self.cfg.images_per_batch:
+                self._flush()
+                progress.set_postfix(faces=self.report.faces, failed=len(self.report.failed))
+        self._flush()
+        progress.close()
+        return self.report
+
+    def _queue(self, path: Path) -> None:
+        """Read ``path`` into the pending group unless its output must not be written."""
+        rel = path.relative_to(self.root) if path.is_relative_to(self.root) else Path(path.name)
+        target = self.out_dir / rel.parent / f"{rel.stem}{self.suffix}.png"
+        if target.resolve() in self.inputs:
+            self.report.skipped[str(path)] = "its output would overwrite an input (set a suffix)"
+        elif target.exists() and not self.cfg.overwrite:
+            self.report.skipped[str(path)] = f"{target} exists (overwrite=true replaces it)"
+        else:
+            try:
+                image = _read(path, int(self.cfg.max_pixels))
+            except (ValueError, OSError) as err:
+                self.report.failed[str(path)] = str(err).splitlines()[0]
+                return
+            self.pending.append(_Pending(path, rel, target, image))
+
+    def _flush(self) -> None:
+        """Restore the pending images together; when that fails, one by one to name the culprit."""
+        if not self.pending:
+            return
+        aligned = self.cfg.aligned
         try:
-            results = restorer.restore_many(images, aligned=cfg.aligned)
-        except (ValueError, OSError, RuntimeError):  # find out which image fails
+            results = self.restorer.restore_many([p.image for p in self.pending], aligned=aligned)
+        except (ValueError, OSError, RuntimeError):
             results = []
-            for path, _, _, image in pending:
+            for item in self.pending:
                 try:
-                    results.append(restorer.restore(image, aligned=cfg.aligned))
+                    results.append(self.restorer.restore(item.image, aligned=aligned))
                 except (ValueError, OSError, RuntimeError) as err:
-                    report.failed[str(path)] = str(err).splitlines()[0]
+                    self.report.failed[str(item.path)] = str(err).splitlines()[0]
                     results.append(None)
-        for (path, rel, target, image), result in zip(pending, results):
+        for item, result in zip(self.pending, results):
             if result is not None:
-                _write(result, image, rel, target, path)
-        pending.clear()
-        progress.set_postfix(faces=report.faces, failed=len(report.failed))
+                self._write(item, result)
+        self.pending.clear()
 
-    def _write(result, image, rel: Path, target: Path, path: Path) -> None:
-        _save(result.image, target)
-        report.images += 1
-        report.faces += len(result.faces)
+    def _write(self, item: _Pending, result) -> None:
+        _save(result.image, item.target)
+        self.report.images += 1
+        self.report.faces += len(result.faces)
         if not result.faces:
-            report.no_face.append(str(path))
-        if cfg.save_faces:
+            self.report.no_face.append(str(item.path))
+        rel = item.rel
+        if self.cfg.save_faces:
             for i, face in enumerate(result.faces):
                 pair = np.concatenate([face.crop, face.restored], axis=1)
-                _save(pair, out_dir / "faces" / rel.parent / f"{rel.stem}{suffix}_{i:02d}.png")
-        if cfg.compare:
-            before = image.permute(1, 2, 0).numpy()
-            compare = out_dir / "compare" / rel.parent / target.name
+                name = f"{rel.stem}{self.suffix}_{i:02d}.png"
+                _save(pair, self.out_dir / "faces" / rel.parent / name)
+        if self.cfg.compare:
+            before = item.image.permute(1, 2, 0).numpy()
+            compare = self.out_dir / "compare" / rel.parent / item.target.name
             _save(_side_by_side(before, result.image), compare)
-
-    for path in progress:
-        rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
-        target = out_dir / rel.parent / f"{rel.stem}{suffix}.png"
-        if target.resolve() in inputs:
-            report.skipped[str(path)] = "its output would overwrite an input (set a suffix)"
-            continue
-        if target.exists() and not cfg.overwrite:
-            report.skipped[str(path)] = f"{target} exists (overwrite=true replaces it)"
-            continue
-        try:
-            pending.append((path, rel, target, _read(path, int(cfg.max_pixels))))
-        except (ValueError, OSError) as err:
-            report.failed[str(path)] = str(err).splitlines()[0]
-            continue
-        if len(pending) >= cfg.images_per_batch:
-            flush()
-    if pending:
-        flush()
-    progress.close()
-    print(report.summary())
-    print(f"Outputs in {out_dir}")
-    return 1 if report.failed else 0

@@ -108,6 +108,11 @@ class GANModule(L.LightningModule):
     def _read_progress(self) -> None:
         self.progress = {name: int(getattr(self, name)) for name in _COUNTERS}
 
+    def regularizer_kwargs(self) -> dict[str, Any]:
+        """The lazy-regularization settings of ``hparams`` for the loss object."""
+        keys = ("r1_gamma", "r1_every", "pl_weight", "pl_every", "pl_decay", "pl_batch_shrink")
+        return {k: self.hparams[k] for k in keys}
+
     # -- one minibatch ------------------------------------------------------------------------
     def _scaler(self) -> torch.amp.GradScaler | None:
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)

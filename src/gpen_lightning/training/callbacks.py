@@ -26,7 +26,14 @@ log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written to a temporary file and renamed: never half-written."""
+    """Lightning checkpoints written to a temporary file beside the target and renamed onto it
+    (``os.replace``): never half-written.
+
+    Lightning's own ``_atomic_save`` (2.6) is not atomic for local paths: its fsspec transaction
+    serialises the whole checkpoint into memory, writes it to a file in the system temp folder and
+    ``shutil.move``s it to the target, which across file systems (``/tmp`` on tmpfs, checkpoints
+    on a data disk) is a copy that an interruption leaves truncated. Remote URLs still go through
+    Lightning."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options=None

@@ -1,5 +1,5 @@
 """``FinetuneModule``: stage 2 of GPEN, the prior embedded as the decoder of the U-shaped network,
-fine-tuned on synthetic LQ/HQ pairs with ``L = L_A + alpha L_C + beta L_F`` (spec section 3)."""
+fine-tuned on synthetic LQ/HQ pairs with ``L = L_A + alpha L_C + beta L_F`` (the paper's loss)."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ class FinetuneModule(GANModule):
         self.save_hyperparameters()
         arch = dict(model)
         name = arch.pop("name")
-        self.gpen: GPEN = build(name, "generator", **arch)
+        self.gpen: GPEN = build(name, "gpen", **arch)
         self.discriminator = build(name, "discriminator", stddev_group=stddev_group, **arch)
         set_memory_format(self.gpen, self.discriminator, channels_last=channels_last)
         self.g_ema = copy.deepcopy(self.gpen).requires_grad_(False)
@@ -148,12 +148,7 @@ class FinetuneModule(GANModule):
             content=content,
             identity=self.aux.get("id"),
             lpips=self.aux.get("lpips"),
-            r1_gamma=r1_gamma,
-            r1_every=r1_every,
-            pl_weight=pl_weight,
-            pl_every=pl_every,
-            pl_decay=pl_decay,
-            pl_batch_shrink=pl_batch_shrink,
+            **self.regularizer_kwargs(),
             **compiled(self.gpen, self.discriminator, enabled=compile),
         )
         self.r1 = losses.LazyRegularization(self.loss.r1_every, 1.0, tuple(betas))
@@ -270,7 +265,7 @@ class FinetuneModule(GANModule):
             dm = self.trainer.datamodule
             batch = next(iter(dm.val_dataloader()))
             batch = {k: v[: self.hparams.n_samples] for k, v in batch.items()}
-            batch = dm.degrade(batch, train=False)
+            batch = dm.make_pairs(batch, train=False)
             self._samples = (batch["lq"], batch["hq"])
         lq, hq = (x.to(self.device) for x in self._samples)
         with eval_mode(self._net()) as net:

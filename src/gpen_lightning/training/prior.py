@@ -86,12 +86,7 @@ class PriorModule(GANModule):
         self.loss = PriorLoss(
             generator=self.generator,
             discriminator=self.discriminator,
-            r1_gamma=r1_gamma,
-            r1_every=r1_every,
-            pl_weight=pl_weight,
-            pl_every=pl_every,
-            pl_decay=pl_decay,
-            pl_batch_shrink=pl_batch_shrink,
+            **self.regularizer_kwargs(),
             mixing_prob=mixing_prob,
             **compiled(self.generator, self.discriminator, enabled=compile),
         )

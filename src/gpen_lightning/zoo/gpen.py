@@ -1,4 +1,4 @@
-"""GPEN: a U-shaped network whose decoder is the GAN prior (spec section 2)."""
+"""GPEN: a U-shaped network whose decoder is the GAN prior."""
 
 from __future__ import annotations
 

@@ -50,13 +50,6 @@ class FusedLeakyReLU(nn.Module):
         return bias_leaky_relu(x, self.bias, inplace=self.inplace and _no_grad())
 
 
-class ScaledLeakyReLU(nn.Module):
-    """Leaky ReLU(0.2) x sqrt(2) without a bias (conv layers built with ``bias=False``)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return bias_leaky_relu(x)
-
-
 class EqualLinear(nn.Module):
     """Equalised-lr linear layer: (B, in) -> (B, out), optionally fused with bias + leaky ReLU.
 
@@ -383,6 +376,8 @@ class ConvLayer(nn.Sequential):
     """[Blur] + equalised conv + [bias/leaky ReLU]: (B, in, H, W) -> (B, out, H or H/2, ...).
 
     With ``downsample`` the conv has stride 2 after a [1,3,3,1] blur (the encoder and D blocks).
+    With ``activate`` the bias lives in the fused activation; ``bias=False`` is for linear layers
+    (the residual skip).
     """
 
     def __init__(
@@ -396,6 +391,8 @@ class ConvLayer(nn.Sequential):
         activate: bool = True,
         blur_taps: Sequence[int] = BLUR_TAPS,
     ) -> None:
+        if activate and not bias:
+            raise ValueError("ConvLayer(activate=True) keeps its bias in the activation: bias=True")
         layers: list[nn.Module] = []
         if downsample:
             p = (len(blur_taps) - 2) + (kernel_size - 1)
@@ -414,7 +411,7 @@ class ConvLayer(nn.Sequential):
             )
         )
         if activate:
-            layers.append(FusedLeakyReLU(out_channels, inplace=True) if bias else ScaledLeakyReLU())
+            layers.append(FusedLeakyReLU(out_channels, inplace=True))
         super().__init__(*layers)
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import warnings
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from torch import nn
@@ -12,9 +13,9 @@ from gpen_lightning.zoo.generator import Generator
 from gpen_lightning.zoo.gpen import GPEN
 from gpen_lightning.zoo.layers import NoiseMode
 
-__all__ = ["Preset", "PRESETS", "build", "get_preset"]
+__all__ = ["Preset", "PRESETS", "build", "get_preset", "match_preset"]
 
-Part = Literal["generator", "prior", "discriminator"]
+Part = Literal["gpen", "prior", "discriminator"]
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,9 @@ class Preset:
     narrow: float = 1.0
     noise_mode: NoiseMode = "concat"
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 PRESETS: dict[str, Preset] = {
-    # Official releases (spec section 2).
+    # Official releases.
     "gpen-bfr-256": Preset(256, channel_multiplier=1, narrow=0.5),
     "gpen-bfr-512": Preset(512),
     "gpen-bfr-1024": Preset(1024),
@@ -60,17 +58,26 @@ def get_preset(name: str, **overrides: Any) -> Preset:
 
 
 def build(
-    name: str, part: Part = "generator", *, stddev_group: int | None = None, **overrides: Any
+    name: str, part: Part = "gpen", *, stddev_group: int | None = None, **overrides: Any
 ) -> nn.Module:
-    """Build ``GPEN`` (part="generator"), its ``Generator`` alone (part="prior", the StyleGAN2
-    prior that the first training stage learns) or ``Discriminator`` (part="discriminator").
+    """Build ``GPEN`` (part="gpen", the U-shaped restoration network), its GAN prior alone
+    (part="prior": the StyleGAN2 ``Generator`` that the first training stage learns and GPEN
+    embeds as its decoder) or the ``Discriminator`` (part="discriminator").
 
     Extra keyword arguments override preset fields (``noise_mode``, ``narrow``, ...). Wrap the
     call in ``with torch.device("meta"):`` to build a large preset without allocating weights.
     """
+    if part == "generator":  # the old name, ambiguous between GPEN and its prior generator
+        warnings.warn(
+            'build(part="generator") is deprecated: use part="gpen" (the U-shaped GPEN) or '
+            'part="prior" (the StyleGAN2 generator alone)',
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        part = "gpen"
     p = get_preset(name, **overrides)
-    if part in ("generator", "prior"):
-        cls = GPEN if part == "generator" else Generator
+    if part in ("gpen", "prior"):
+        cls = GPEN if part == "gpen" else Generator
         return cls(
             p.size,
             p.style_dim,
@@ -86,4 +93,21 @@ def build(
             narrow=p.narrow,
             stddev_group=stddev_group,
         )
-    raise ValueError(f"part must be 'generator', 'prior' or 'discriminator', got {part!r}")
+    raise ValueError(f"part must be 'gpen', 'prior' or 'discriminator', got {part!r}")
+
+
+def match_preset(net: nn.Module) -> str | None:
+    """The name of the preset whose ``GPEN`` has exactly ``net``'s parameter layout (several
+    releases share one architecture: the first in ``PRESETS`` order), or None."""
+    import torch
+
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    for name, preset in PRESETS.items():
+        if preset.size != getattr(net, "size", None):
+            continue
+        mode = getattr(getattr(net, "generator", None), "noise_mode", preset.noise_mode)
+        with torch.device("meta"):
+            candidate = build(name, "gpen", noise_mode=mode)
+        if {k: tuple(v.shape) for k, v in candidate.state_dict().items()} == shapes:
+            return name
+    return None

@@ -1,0 +1,71 @@
+"""One source of truth: the Hydra configs agree with the zoo presets and the modules' defaults,
+and a stage refuses overrides it would silently ignore."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import yaml
+
+from gpen_lightning.app import refuse_unused_overrides
+from gpen_lightning.config import compose, conf_dir
+from gpen_lightning.training import FinetuneModule, PriorModule
+from gpen_lightning.zoo import PRESETS
+
+
+def test_every_model_option_is_the_zoo_preset_of_the_same_name():
+    files = {p.stem: p for p in (conf_dir() / "model").glob("*.yaml")}
+    assert set(files) == set(PRESETS), "conf/model/ and zoo PRESETS list different models"
+    for name, path in files.items():
+        raw = yaml.safe_load(path.read_text())
+        assert raw["name"] == name, path
+        cfg = compose([f"model={name}"]).model
+        assert cfg.size == PRESETS[name].size, name
+        assert cfg.noise_mode == PRESETS[name].noise_mode, name
+        assert set(cfg.recipe) == {
+            "batch_size",
+            "prior_kimg",
+            "finetune_kimg",
+            "sample_every_kimg",
+            "ema_rampup",
+            "ckpt_every_kimg",
+        }, name
+
+
+@pytest.mark.parametrize(("stage", "cls"), [("prior", PriorModule), ("finetune", FinetuneModule)])
+def test_stage_module_values_equal_the_constructor_defaults(stage, cls):
+    """conf/stage/<stage>.yaml spells out every module argument for --help; the literal values
+    must be the Python defaults (interpolations such as ${model.recipe...} are the recipe's)."""
+    raw = yaml.safe_load((conf_dir() / "stage" / f"{stage}.yaml").read_text())["module"]
+    params = inspect.signature(cls.__init__).parameters
+    assert set(raw) - {"_target_"} == set(params) - {"self"}, "yaml and signature differ"
+    for key, value in raw.items():
+        if key in ("_target_", "model") or (isinstance(value, str) and value.startswith("${")):
+            continue
+        default = params[key].default
+        default = list(default) if isinstance(default, tuple) else default
+        assert value == default, f"module.{key}: yaml {value!r} vs default {default!r}"
+
+
+@pytest.mark.parametrize(
+    ("stage", "override", "hint"),
+    [
+        ("evaluate", "data.root=/faces", "input=FACES"),
+        ("evaluate", "data=folder", "input=FACES"),
+        ("restore", "trainer.devices=2", "device="),
+        ("restore", "logger=csv", "logs nothing"),
+        ("export", "module.lr=0.1", "weights=PATH"),
+        ("restore", "+degradation.noise=[0,1]", "degrades nothing"),
+    ],
+)
+def test_an_override_a_stage_does_not_read_is_refused(stage, override, hint):
+    with pytest.raises(ValueError, match=f"stage={stage} does not use") as err:
+        refuse_unused_overrides(stage, ["weights=x.pth", override])
+    assert hint in str(err.value)
+
+
+def test_overrides_a_stage_reads_are_accepted():
+    refuse_unused_overrides("evaluate", ["input=/faces", "degradation=paper", "model=gpen-bfr-512"])
+    refuse_unused_overrides("restore", ["input=a.jpg", "device=cpu", "bf16=true"])
+    refuse_unused_overrides("prior", ["trainer.devices=2", "data.root=/x", "logger=csv"])

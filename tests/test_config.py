@@ -10,6 +10,7 @@ import yaml
 
 from gpen_lightning.app import refuse_unused_overrides
 from gpen_lightning.config import compose, conf_dir
+from gpen_lightning.recipes import auto_recipe, auto_value
 from gpen_lightning.training import FinetuneModule, PriorModule
 from gpen_lightning.zoo import PRESETS
 
@@ -30,6 +31,11 @@ def test_every_model_option_is_the_zoo_preset_of_the_same_name():
             "sample_every_kimg",
             "ema_rampup",
             "ckpt_every_kimg",
+            "global_batch",
+            "lr",
+            "r1_gamma",
+            "ema_half_life_kimg",
+            "stddev_group",
         }, name
 
 
@@ -69,3 +75,34 @@ def test_overrides_a_stage_reads_are_accepted():
     refuse_unused_overrides("evaluate", ["input=/faces", "degradation=paper", "model=gpen-bfr-512"])
     refuse_unused_overrides("restore", ["input=a.jpg", "device=cpu", "bf16=true"])
     refuse_unused_overrides("prior", ["trainer.devices=2", "data.root=/x", "logger=csv"])
+
+
+@pytest.mark.parametrize(
+    ("res", "batch", "gamma", "half_life", "lr"),
+    [
+        (256, 64, 0.2048, 20.0, 0.0025),
+        (512, 32, 1.6384, 10.0, 0.0025),
+        (1024, 32, 6.5536, 10.0, 0.002),
+        (32, 8, 0.0256, 2.5, 0.0025),
+    ],
+)
+def test_auto_recipe_follows_the_stylegan2_ada_formula(res, batch, gamma, half_life, lr):
+    recipe = auto_recipe(res, batch)
+    assert recipe["r1_gamma"] == pytest.approx(0.0002 * res**2 / batch) == pytest.approx(gamma)
+    assert recipe["ema_half_life_kimg"] == pytest.approx(half_life)
+    assert recipe["lr"] == lr and recipe["stddev_group"] == min(batch, 4)
+
+
+def test_presets_pick_their_recipe_and_the_scale_follows_the_global_batch():
+    paper = compose(["model=gpen-bfr-512"]).module  # the paper's values, exactly
+    assert (paper.lr, paper.r1_gamma, paper.ema_half_life_kimg) == (0.002, 10.0, 10.0)
+    tiny = compose(["model=gpen-tiny-64"])
+    assert tiny.module.r1_gamma == pytest.approx(0.0002 * 64**2 / 8)
+    ddp = compose(["model=gpen-tiny-64", "trainer=ddp_sim"])  # 2 processes x 8
+    assert ddp.model.recipe.global_batch == 16
+    assert ddp.module.r1_gamma == pytest.approx(0.0002 * 64**2 / 16)
+    assert ddp.module.ema_half_life_kimg == pytest.approx(16 * 10 / 32)
+    override = compose(["model=gpen-tiny-64", "model.recipe.r1_gamma=1.5"])
+    assert override.module.r1_gamma == 1.5
+    with pytest.raises(KeyError, match="unknown auto-recipe key"):
+        auto_value("beta", 64, 8)

@@ -91,3 +91,19 @@ def test_missing_weights_are_named_and_other_metrics_still_run(
     assert set(row) == {"psnr", "ssim", "lpips", "id_deg"}
     assert row["lpips"] > 0 and 0 <= row["id_deg"] <= 180
     assert result["table"]["input"]["psnr"] != row["psnr"]
+
+
+def test_a_prior_is_evaluated_by_sliced_wasserstein_distance(tmp_path):
+    """weights=prior.pt: samples of the GAN prior against the faces; an untrained prior is far
+    from them, and the report names it."""
+    torch.manual_seed(0)
+    prior = build("gpen-tiny-32", part="prior").eval()
+    path = tmp_path / "prior.pt"
+    torch.save(prior.state_dict(), path)
+    _, result = _run(tmp_path / "out", path, "synthetic_length=24", "batch_size=8")
+    table = result["table"]
+    assert list(table) == ["prior"] and set(table["prior"]) == {"swd_32", "swd_16", "swd"}
+    assert table["prior"]["swd"] > 5.0  # identical sets score 0 (tests/test_swd.py)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["network"].startswith("GAN prior, 32 px")
+    assert (tmp_path / "out" / "grid.png").is_file()

@@ -99,6 +99,9 @@ def test_tiny_run_executes_lazy_regularizers_and_finite_losses(tiny_run):
     assert int(state["nonfinite_losses"]) == 0
     for key in ("train/loss_d", "train/loss_g", "train/r1", "train/pl_penalty", "progress/kimg"):
         assert math.isfinite(result["metrics"][key]), key
+    # the SWD monitor: EMA samples vs the training faces, per level and averaged
+    assert result["metrics"]["val/swd"] > 0
+    assert {"val/swd_32", "val/swd_16"} <= set(result["metrics"])
     assert result["metrics"]["perf/img_per_sec"] > 0
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 

@@ -5,9 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["compose", "conf_dir"]
+__all__ = ["compose", "conf_dir", "register_resolvers"]
+
+
+def register_resolvers() -> None:
+    """``${gpen.auto:KEY,RES,BATCH}``: a value of the resolution- and batch-scaled recipe;
+    ``${gpen.global_batch:PER_DEVICE,DEVICES,NODES}``: the batch over all processes
+    (``gpen_lightning.recipes``). Idempotent; done on import of this module, which
+    every entry point (the CLI, ``compose``) imports before composing."""
+    from gpen_lightning.recipes import auto_value, global_batch
+
+    OmegaConf.register_new_resolver("gpen.auto", auto_value, replace=True)
+    OmegaConf.register_new_resolver("gpen.global_batch", global_batch, replace=True)
 
 
 def conf_dir() -> Path:
@@ -35,3 +46,6 @@ def compose(overrides: Sequence[str] = (), *, return_hydra_config: bool = False)
         return hydra_compose(
             "config", overrides=list(overrides), return_hydra_config=return_hydra_config
         )
+
+
+register_resolvers()

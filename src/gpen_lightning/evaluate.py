@@ -31,7 +31,11 @@ from gpen_lightning.data.folder import FaceFolder
 from gpen_lightning.data.synthetic import SyntheticFaces
 from gpen_lightning.io import atomic_write
 from gpen_lightning.losses import networks
+from gpen_lightning.metrics import swd
 from gpen_lightning.restore.restorer import load_restoration_model
+from gpen_lightning.zoo.generator import Generator
+from gpen_lightning.zoo.gpen import GPEN
+from gpen_lightning.zoo.official import load_official
 from gpen_lightning.zoo.presets import match_preset
 
 __all__ = ["evaluate", "format_table", "run_evaluate"]
@@ -176,7 +180,8 @@ _HIGHER_BETTER = {"psnr": True, "ssim": True, "lpips": False, "fid": False, "id_
 def format_table(table: dict[str, dict[str, float]], n: int) -> str:
     """A markdown table: one row per method, one column per metric (arrows: better direction)."""
     metrics = list(next(iter(table.values())))
-    head = [f"{k} {'↑' if _HIGHER_BETTER.get(k, True) else '↓'}" for k in metrics]
+    better = lambda k: _HIGHER_BETTER.get(k, not k.startswith("swd"))  # noqa: E731
+    head = [f"{k} {'↑' if better(k) else '↓'}" for k in metrics]
     lines = [f"| method ({n} faces) | " + " | ".join(head) + " |"]
     lines.append("| --- |" + " --- |" * len(metrics))
     for method, row in table.items():
@@ -184,17 +189,60 @@ def format_table(table: dict[str, dict[str, float]], n: int) -> str:
     return "\n".join(lines)
 
 
+@torch.no_grad()
+def evaluate_prior(
+    prior: Generator,
+    dataset,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    seed: int = 1234,
+    n_grid: int = 8,
+) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
+    """A GAN prior's samples against the faces of ``dataset`` (as many as it holds): the
+    multi-scale sliced Wasserstein distance x 1e3. Returns ``({"prior": scores}, grid)``, the
+    grid holding ``n_grid`` samples next to ``n_grid`` faces."""
+    device = torch.device(device)
+    prior = prior.to(device).eval()
+    if prior.size != dataset[0]["hq"].shape[-1]:
+        raise ValueError(f"the prior is {prior.size} px but the faces are not")
+    reals = torch.stack([dataset[i]["hq"] for i in range(len(dataset))]).float() / 127.5 - 1
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(len(reals), prior.style_dim, generator=gen).to(device)
+    fakes = torch.cat([prior(chunk).float().clamp(-1, 1).cpu() for chunk in z.split(batch_size)])
+    table = {"prior": swd(reals, fakes, seed=seed)}
+    grid = torch.cat([fakes[:n_grid], reals[:n_grid]]).add(1).div(2)
+    return table, grid
+
+
 def describe_network(net: torch.nn.Module) -> str:
     """What was evaluated: the matching preset's architecture, or the GPEN's own dimensions."""
+    if isinstance(net, Generator):
+        return f"GAN prior, {net.size} px, style {net.style_dim}, {net.n_mlp} mapping layers"
     g = net.generator
     dims = f"GPEN-{net.size}, style {g.style_dim}, {g.n_mlp} mapping layers, noise {g.noise_mode}"
     preset = match_preset(net)
     return f"{dims} (architecture of preset {preset})" if preset else dims
 
 
+def _load_network(cfg) -> torch.nn.Module:
+    """A GPEN (any ``weights=`` form the restore stage takes) or a GAN prior (``prior.pt``)."""
+    weights = cfg.weights
+    if weights and weights != "latest" and Path(weights).suffix != ".ckpt":
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"weights file {weights} does not exist")
+        net = load_official(weights)
+        if isinstance(net, Generator | GPEN):
+            return net.eval()
+    return load_restoration_model(weights, model=cfg.model.name, runs_root=cfg.paths.log_dir)
+
+
 def run_evaluate(cfg) -> dict[str, Any]:
-    """The stage: build the set, evaluate, write ``report.{md,csv,json}`` and ``grid.png``."""
-    net = load_restoration_model(cfg.weights, model=cfg.model.name, runs_root=cfg.paths.log_dir)
+    """The stage: build the set, evaluate, write ``report.{md,csv,json}`` and ``grid.png``.
+
+    A GPEN is scored against the baselines; a GAN prior (``weights=prior.pt``) by the sliced
+    Wasserstein distance of its samples to the faces."""
+    net = _load_network(cfg)
     size = net.size
     if cfg.input:
         dataset = FaceFolder(cfg.input, size=size, flip=False)
@@ -204,19 +252,24 @@ def run_evaluate(cfg) -> dict[str, Any]:
         dataset = torch.utils.data.Subset(dataset, range(min(cfg.max_images, len(dataset))))
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device
     device = "cpu" if device == "auto" else device
-    table, grid = evaluate(
-        net,
-        dataset,
-        degradation=instantiate(cfg.degradation),
-        seed=cfg.eval_seed,
-        batch_size=cfg.batch_size,
-        device=device,
-        lpips_weights=cfg.lpips_weights,
-        lpips_net=cfg.lpips_net,
-        fid_weights=cfg.fid_weights,
-        id_weights=cfg.id_weights,
-        n_grid=cfg.n_grid,
-    )
+    if isinstance(net, Generator):
+        table, grid = evaluate_prior(
+            net, dataset, batch_size=cfg.batch_size, device=device, seed=cfg.eval_seed
+        )
+    else:
+        table, grid = evaluate(
+            net,
+            dataset,
+            degradation=instantiate(cfg.degradation),
+            seed=cfg.eval_seed,
+            batch_size=cfg.batch_size,
+            device=device,
+            lpips_weights=cfg.lpips_weights,
+            lpips_net=cfg.lpips_net,
+            fid_weights=cfg.fid_weights,
+            id_weights=cfg.id_weights,
+            n_grid=cfg.n_grid,
+        )
     out = Path(cfg.output or cfg.paths.output_dir)
     n = len(dataset)
     md = format_table(table, n)
@@ -243,8 +296,10 @@ def run_evaluate(cfg) -> dict[str, Any]:
         out / "grid.png", lambda p: save_image(make_grid(grid, nrow=4, padding=2), p, format="png")
     )
     print(md)
-    print(
-        f"Reports: {out}/report.md, report.csv, report.json; grid: {out}/grid.png "
-        "(rows: LQ | bicubic | GPEN | HQ)"
+    layout = (
+        "prior samples, then faces"
+        if isinstance(net, Generator)
+        else "rows: LQ | bicubic | GPEN | HQ"
     )
+    print(f"Reports: {out}/report.md, report.csv, report.json; grid: {out}/grid.png ({layout})")
     return {"table": table, "output": str(out)}

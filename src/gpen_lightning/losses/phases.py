@@ -10,7 +10,7 @@ reads a value back to the host, so a training step stays asynchronous on a GPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
@@ -18,9 +18,10 @@ from torch import nn
 
 from gpen_lightning.losses import gan, restoration
 
-__all__ = ["PHASES", "FinetuneLoss", "GANLoss", "PhaseOutput", "PriorLoss"]
+__all__ = ["PHASES", "REGULARIZATION", "FinetuneLoss", "GANLoss", "PhaseOutput", "PriorLoss"]
 
 PHASES = ("Dmain", "Dreg", "Gmain", "Greg")
+REGULARIZATION = ("r1_gamma", "r1_every", "pl_weight", "pl_every", "pl_decay", "pl_batch_shrink")
 Phase = Literal["Dmain", "Dreg", "Gmain", "Greg"]
 PhaseOutput = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
@@ -31,9 +32,10 @@ class GANLoss:
     Args:
         generator: the trained network (prior ``Generator`` or ``GPEN``).
         discriminator: its ``Discriminator``.
-        r1_gamma, r1_every: R1 weight gamma and interval in minibatches; gamma 0 turns it off.
-        pl_weight, pl_every, pl_decay, pl_batch_shrink: path-length weight, interval, running-mean
-            rate and batch divisor; weight 0 turns it off.
+        regularization: the lazy regularizers, keys ``REGULARIZATION``: ``r1_gamma`` and
+            ``r1_every`` (R1 weight and interval in minibatches; gamma 0 turns it off),
+            ``pl_weight``, ``pl_every``, ``pl_decay``, ``pl_batch_shrink`` (path-length weight,
+            interval, running-mean rate and batch divisor; weight 0 turns it off).
         g_forward, d_forward: optional replacements of the networks' calls in the main phases
             (e.g. ``torch.compile`` of them); the regularization phases always run the eager
             modules, whose double backward every PyTorch backend supports.
@@ -44,22 +46,20 @@ class GANLoss:
         *,
         generator: nn.Module,
         discriminator: nn.Module,
-        r1_gamma: float = 10.0,
-        r1_every: int = 16,
-        pl_weight: float = 2.0,
-        pl_every: int = 4,
-        pl_decay: float = 0.01,
-        pl_batch_shrink: int = 2,
+        regularization: Mapping[str, float],
         g_forward: Callable | None = None,
         d_forward: Callable | None = None,
     ) -> None:
+        if set(regularization) != set(REGULARIZATION):
+            raise ValueError(f"regularization needs exactly {REGULARIZATION}, got {regularization}")
+        r = dict(regularization)
         self.G, self.D = generator, discriminator
         self.g_main_forward = generator if g_forward is None else g_forward
         self.d_main_forward = discriminator if d_forward is None else d_forward
-        self.r1_gamma, self.pl_weight = r1_gamma, pl_weight
-        self.r1_every = r1_every if r1_gamma > 0 else 0
-        self.pl_every = pl_every if pl_weight > 0 else 0
-        self.pl_decay, self.pl_batch_shrink = pl_decay, pl_batch_shrink
+        self.r1_gamma, self.pl_weight = r["r1_gamma"], r["pl_weight"]
+        self.r1_every = int(r["r1_every"]) if self.r1_gamma > 0 else 0
+        self.pl_every = int(r["pl_every"]) if self.pl_weight > 0 else 0
+        self.pl_decay, self.pl_batch_shrink = r["pl_decay"], int(r["pl_batch_shrink"])
 
     # -- schedule ------------------------------------------------------------------------------
     def due(self, phase: Phase, step: int) -> bool:

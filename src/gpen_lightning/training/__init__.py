@@ -4,7 +4,12 @@ The maths lives in ``gpen_lightning.losses`` and the networks in ``gpen_lightnin
 """
 
 from gpen_lightning.training.base import GANModule
-from gpen_lightning.training.callbacks import AtomicCheckpointIO, KimgCheckpoint, SampleGrid
+from gpen_lightning.training.callbacks import (
+    AtomicCheckpointIO,
+    KimgCheckpoint,
+    SampleGrid,
+    SWDMonitor,
+)
 from gpen_lightning.training.ema import ema_beta, update_ema
 from gpen_lightning.training.finetune import FinetuneModule, latest_prior
 from gpen_lightning.training.grads import sanitize_grads, zero_nonfinite_grads
@@ -16,6 +21,7 @@ __all__ = [
     "GANModule",
     "KimgCheckpoint",
     "PriorModule",
+    "SWDMonitor",
     "SampleGrid",
     "ema_beta",
     "latest_prior",

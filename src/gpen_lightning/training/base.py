@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gpen_lightning.io import atomic_save
-from gpen_lightning.losses.phases import PHASES, GANLoss, PhaseOutput
+from gpen_lightning.losses.phases import PHASES, REGULARIZATION, GANLoss, PhaseOutput
 from gpen_lightning.training.ema import ema_beta, update_ema
 from gpen_lightning.training.grads import sanitize_grads
 
@@ -108,10 +108,9 @@ class GANModule(L.LightningModule):
     def _read_progress(self) -> None:
         self.progress = {name: int(getattr(self, name)) for name in _COUNTERS}
 
-    def regularizer_kwargs(self) -> dict[str, Any]:
+    def regularization(self) -> dict[str, Any]:
         """The lazy-regularization settings of ``hparams`` for the loss object."""
-        keys = ("r1_gamma", "r1_every", "pl_weight", "pl_every", "pl_decay", "pl_batch_shrink")
-        return {k: self.hparams[k] for k in keys}
+        return {k: self.hparams[k] for k in REGULARIZATION}
 
     # -- one minibatch ------------------------------------------------------------------------
     def _scaler(self) -> torch.amp.GradScaler | None:

@@ -20,7 +20,7 @@ from torchvision.utils import make_grid, save_image
 
 from gpen_lightning.io import atomic_save, atomic_write
 
-__all__ = ["AtomicCheckpointIO", "KimgCheckpoint", "SampleGrid"]
+__all__ = ["AtomicCheckpointIO", "KimgCheckpoint", "SWDMonitor", "SampleGrid"]
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +152,40 @@ class KimgCheckpoint(_KimgTicker):
             trainer.save_checkpoint(self.dirpath / f"kimg_{kimg:010.3f}.ckpt", weights_only=False)
         if self.export_path is not None and trainer.is_global_zero:
             pl_module.export_weights(self.export_path)
+
+
+class SWDMonitor(_KimgTicker):
+    """``val/swd`` (multi-scale sliced Wasserstein distance x 1e3, and ``val/swd_<res>`` per level)
+    between ``n_images`` EMA samples and the first ``n_images`` training faces, every
+    ``every_kimg`` and at the end. Acts on modules with ``swd_samples(n)`` (the prior stage)."""
+
+    def __init__(self, *, every_kimg: float = 1.0, n_images: int = 128) -> None:
+        super().__init__(every_kimg)
+        self.n_images = n_images
+        self._real: torch.Tensor | None = None
+        self.history: list[tuple[float, dict[str, float]]] = []
+
+    def _reals(self, trainer: L.Trainer, n: int) -> torch.Tensor:
+        if self._real is None:
+            data = trainer.datamodule.train_set
+            n = min(n, len(data))
+            self._real = torch.stack([data[i]["hq"] for i in range(n)]).float() / 127.5 - 1
+        return self._real
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._fire(trainer, pl_module)
+
+    def _fire(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not hasattr(pl_module, "swd_samples") or getattr(pl_module, "diverged", False):
+            return
+        from gpen_lightning.metrics import swd
+
+        real = self._reals(trainer, self.n_images).to(pl_module.device)
+        fake = pl_module.swd_samples(len(real)).to(real)
+        scores = swd(real, fake)
+        self.history.append((pl_module.num_images / 1000, scores))
+        metrics = {f"val/{k}": v for k, v in scores.items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        for k, v in metrics.items():
+            trainer.callback_metrics[k] = torch.tensor(v)

@@ -148,7 +148,7 @@ class FinetuneModule(GANModule):
             content=content,
             identity=self.aux.get("id"),
             lpips=self.aux.get("lpips"),
-            **self.regularizer_kwargs(),
+            regularization=self.regularization(),
             **compiled(self.gpen, self.discriminator, enabled=compile),
         )
         self.r1 = losses.LazyRegularization(self.loss.r1_every, 1.0, tuple(betas))

@@ -86,7 +86,7 @@ class PriorModule(GANModule):
         self.loss = PriorLoss(
             generator=self.generator,
             discriminator=self.discriminator,
-            **self.regularizer_kwargs(),
+            regularization=self.regularization(),
             mixing_prob=mixing_prob,
             **compiled(self.generator, self.discriminator, enabled=compile),
         )
@@ -109,6 +109,16 @@ class PriorModule(GANModule):
         noise = [torch.randn(s, generator=gen).to(self.device) for s in g.noise_shapes(n)]
         with eval_mode(g):
             return g(z, noise=noise).float().clamp(-1, 1)
+
+    @torch.no_grad()
+    def swd_samples(self, n: int) -> torch.Tensor:
+        """``n`` EMA samples for the SWD monitor: fixed latents (seeded by ``sample_seed + 1``),
+        fresh noise; (n, 3, S, S) in [-1, 1]."""
+        g = self.g_ema
+        gen = torch.Generator().manual_seed(self.hparams.sample_seed + 1)
+        z = torch.randn(n, g.style_dim, generator=gen).to(self.device)
+        with eval_mode(g):
+            return torch.cat([g(chunk).float().clamp(-1, 1) for chunk in z.split(64)])
 
     def export_weights(self, path: str | os.PathLike[str]) -> None:
         """Write the prior for the fine-tuning stage: ``{"g_ema", "g", "d", "meta"}``."""

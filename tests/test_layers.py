@@ -139,3 +139,14 @@ def test_minibatch_stddev_groups(group):
 def test_minibatch_stddev_indivisible_batch():
     with pytest.raises(ValueError, match="divisible"):
         minibatch_stddev(torch.randn(3, 2, 2, 2), 2)
+
+
+def test_drawn_noise_follows_the_layout_of_the_activations():
+    from gpen_lightning.zoo.layers import _randn_as
+
+    x = torch.zeros(4, 8, 16, 16)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        y = x.contiguous(memory_format=layout)
+        noise = _randn_as(y)
+        assert noise.shape == y.shape and noise.is_contiguous(memory_format=layout)
+        assert abs(float(noise.mean())) < 0.05 and abs(float(noise.std()) - 1) < 0.05

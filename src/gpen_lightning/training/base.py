@@ -244,9 +244,11 @@ class GANModule(L.LightningModule):
         atomic_save({**state, "meta": meta}, path)
 
     def _adam(self, params, **kwargs) -> torch.optim.Adam:
-        """Adam with the fastest implementation for the device: fused on CUDA (``fused_adam``
-        None or True), PyTorch's default (foreach) elsewhere."""
+        """Adam with the fastest implementation for the device: fused kernels on CUDA
+        (``fused_adam`` None or True), the multi-tensor (foreach) one elsewhere."""
         fused = self.hparams.get("fused_adam")
         if fused is None:
             fused = self.device.type == "cuda"
-        return torch.optim.Adam(params, fused=bool(fused) or None, **kwargs)
+        if fused:
+            return torch.optim.Adam(params, fused=True, **kwargs)
+        return torch.optim.Adam(params, foreach=True, **kwargs)

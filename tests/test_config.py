@@ -96,13 +96,17 @@ def test_auto_recipe_follows_the_stylegan2_ada_formula(res, batch, gamma, half_l
 def test_presets_pick_their_recipe_and_the_scale_follows_the_global_batch():
     paper = compose(["model=gpen-bfr-512"]).module  # the paper's values, exactly
     assert (paper.lr, paper.r1_gamma, paper.ema_half_life_kimg) == (0.002, 10.0, 10.0)
-    tiny = compose(["model=gpen-tiny-64"])
+    assert compose(["model=gpen-tiny-64"]).module.r1_gamma == 10.0  # the tiny presets too
+    tiny = compose(["model=gpen-tiny-64", "recipe=auto"])
     assert tiny.module.r1_gamma == pytest.approx(0.0002 * 64**2 / 8)
-    ddp = compose(["model=gpen-tiny-64", "trainer=ddp_sim"])  # 2 processes x 8
+    assert tiny.module.lr == 0.0025 and tiny.module.ema_half_life_kimg == pytest.approx(2.5)
+    big = compose(["model=gpen-bfr-1024", "recipe=auto"]).module
+    assert big.r1_gamma == pytest.approx(0.0002 * 1024**2 / 4) and big.lr == 0.002
+    ddp = compose(["model=gpen-tiny-64", "trainer=ddp_sim", "recipe=auto"])  # 2 processes x 8
     assert ddp.model.recipe.global_batch == 16
     assert ddp.module.r1_gamma == pytest.approx(0.0002 * 64**2 / 16)
     assert ddp.module.ema_half_life_kimg == pytest.approx(16 * 10 / 32)
-    override = compose(["model=gpen-tiny-64", "model.recipe.r1_gamma=1.5"])
+    override = compose(["model=gpen-tiny-64", "recipe=auto", "model.recipe.r1_gamma=1.5"])
     assert override.module.r1_gamma == 1.5
     with pytest.raises(KeyError, match="unknown auto-recipe key"):
         auto_value("beta", 64, 8)

@@ -285,3 +285,14 @@ def test_weights_latest_picks_the_newest_finetune_export(tmp_path):
         assert torch.equal(restorer.net.state_dict()[k], v), k
     with pytest.raises(FileNotFoundError, match="stage=finetune"):
         Restorer("latest", runs_root=tmp_path / "empty")
+
+
+def test_restoration_refuses_a_prior_that_evaluation_accepts(tmp_path):
+    from gpen_lightning.restore.restorer import load_restoration_model
+    from gpen_lightning.zoo import CheckpointMismatchError, Generator
+
+    path = tmp_path / "prior.pt"
+    torch.save(build("gpen-tiny-32", part="prior").state_dict(), path)
+    with pytest.raises(CheckpointMismatchError, match="not a GPEN restoration network"):
+        load_restoration_model(path)
+    assert type(load_restoration_model(path, allow_prior=True)) is Generator

@@ -26,7 +26,7 @@ from torchmetrics.functional.image import (
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
-from gpen_lightning.data.datamodule import degrade_fixed
+from gpen_lightning.data.datamodule import degrade_fixed, stack_faces
 from gpen_lightning.data.folder import FaceFolder
 from gpen_lightning.data.synthetic import SyntheticFaces
 from gpen_lightning.io import atomic_write
@@ -34,8 +34,6 @@ from gpen_lightning.losses import networks
 from gpen_lightning.metrics import swd
 from gpen_lightning.restore.restorer import load_restoration_model
 from gpen_lightning.zoo.generator import Generator
-from gpen_lightning.zoo.gpen import GPEN
-from gpen_lightning.zoo.official import load_official
 from gpen_lightning.zoo.presets import match_preset
 
 __all__ = ["evaluate", "format_table", "run_evaluate"]
@@ -206,7 +204,7 @@ def evaluate_prior(
     prior = prior.to(device).eval()
     if prior.size != dataset[0]["hq"].shape[-1]:
         raise ValueError(f"the prior is {prior.size} px but the faces are not")
-    reals = torch.stack([dataset[i]["hq"] for i in range(len(dataset))]).float() / 127.5 - 1
+    reals = stack_faces(dataset)
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(len(reals), prior.style_dim, generator=gen).to(device)
     fakes = torch.cat([prior(chunk).float().clamp(-1, 1).cpu() for chunk in z.split(batch_size)])
@@ -225,24 +223,14 @@ def describe_network(net: torch.nn.Module) -> str:
     return f"{dims} (architecture of preset {preset})" if preset else dims
 
 
-def _load_network(cfg) -> torch.nn.Module:
-    """A GPEN (any ``weights=`` form the restore stage takes) or a GAN prior (``prior.pt``)."""
-    weights = cfg.weights
-    if weights and weights != "latest" and Path(weights).suffix != ".ckpt":
-        if not Path(weights).is_file():
-            raise FileNotFoundError(f"weights file {weights} does not exist")
-        net = load_official(weights)
-        if isinstance(net, Generator | GPEN):
-            return net.eval()
-    return load_restoration_model(weights, model=cfg.model.name, runs_root=cfg.paths.log_dir)
-
-
 def run_evaluate(cfg) -> dict[str, Any]:
     """The stage: build the set, evaluate, write ``report.{md,csv,json}`` and ``grid.png``.
 
     A GPEN is scored against the baselines; a GAN prior (``weights=prior.pt``) by the sliced
     Wasserstein distance of its samples to the faces."""
-    net = _load_network(cfg)
+    net = load_restoration_model(
+        cfg.weights, model=cfg.model.name, runs_root=cfg.paths.log_dir, allow_prior=True
+    )
     size = net.size
     if cfg.input:
         dataset = FaceFolder(cfg.input, size=size, flip=False)

@@ -3,7 +3,7 @@
 Layering: ``kernels`` -> ``degradation``; ``folder`` / ``synthetic`` -> ``datamodule``.
 """
 
-from gpen_lightning.data.datamodule import FaceDataModule, degrade_fixed
+from gpen_lightning.data.datamodule import FaceDataModule, degrade_fixed, stack_faces
 from gpen_lightning.data.degradation import Degradation
 from gpen_lightning.data.folder import IMAGE_EXTENSIONS, FaceFolder, read_rgb
 from gpen_lightning.data.synthetic import SyntheticFaces, render_face
@@ -17,4 +17,5 @@ __all__ = [
     "degrade_fixed",
     "read_rgb",
     "render_face",
+    "stack_faces",
 ]

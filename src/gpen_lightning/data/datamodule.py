@@ -13,7 +13,7 @@ from gpen_lightning.data.folder import FaceFolder
 from gpen_lightning.data.seeds import rank_seed, stream_seed
 from gpen_lightning.data.synthetic import SyntheticFaces
 
-__all__ = ["FaceDataModule", "degrade_fixed"]
+__all__ = ["FaceDataModule", "degrade_fixed", "stack_faces"]
 
 
 class FaceDataModule(L.LightningDataModule):
@@ -160,3 +160,10 @@ def degrade_fixed(
 def _to_signed(x: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float32 [-1, 1]."""
     return x.float() / 127.5 - 1
+
+
+def stack_faces(dataset, n: int | None = None) -> torch.Tensor:
+    """The HQ faces of the first ``n`` items (all by default) of a face dataset as one float batch
+    (n, 3, S, S) in [-1, 1] (the metric sets of SWD)."""
+    n = len(dataset) if n is None else min(n, len(dataset))
+    return _to_signed(torch.stack([dataset[i]["hq"] for i in range(n)]))

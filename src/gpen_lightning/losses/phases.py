@@ -66,9 +66,7 @@ class GANLoss:
         """Whether ``phase`` runs on minibatch ``step`` (0-based): main phases always, the lazy
         regularizers every ``r1_every`` / ``pl_every`` minibatches."""
         every = {"Dreg": self.r1_every, "Greg": self.pl_every}.get(phase)
-        if every is None:
-            return True
-        return every > 0 and step % every == 0
+        return True if every is None else gan.LazyRegularization(every, 0.0).due(step)
 
     def phase_loss(
         self,

@@ -13,6 +13,7 @@ import kornia.filters as KF
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.filters.kernels import get_pascal_kernel_2d
 from torch import nn
 
 from gpen_lightning.io import latest_file
@@ -21,6 +22,7 @@ from gpen_lightning.restore.align import template as template_points
 from gpen_lightning.restore.detect import Face, FaceDetector
 from gpen_lightning.restore.graphs import GraphedNetwork
 from gpen_lightning.restore.paste import composite, face_mask
+from gpen_lightning.zoo.generator import Generator
 from gpen_lightning.zoo.gpen import GPEN
 from gpen_lightning.zoo.official import CheckpointMismatchError, load_official
 from gpen_lightning.zoo.presets import build
@@ -58,10 +60,13 @@ def load_restoration_model(
     *,
     model: str | None = None,
     runs_root: str | os.PathLike = "outputs",
-) -> GPEN:
+    allow_prior: bool = False,
+) -> GPEN | Generator:
     """A GPEN from official weights, our exports (``gpen.pt``, ``*-official.pth``), a fine-tuning
     Lightning checkpoint (its EMA network), ``"latest"`` (the newest ``gpen.pt`` of a
-    ``stage=finetune`` run under ``runs_root``), or random weights of preset ``model``."""
+    ``stage=finetune`` run under ``runs_root``), or random weights of preset ``model``. With
+    ``allow_prior`` a GAN prior (``prior.pt``, a standalone official generator) is returned too
+    (evaluation scores priors); otherwise it is refused."""
     if isinstance(weights, nn.Module):
         return weights
     if weights == "latest":
@@ -90,7 +95,7 @@ def load_restoration_model(
         net = load_official(ema)
     else:
         net = load_official(path)
-    if not isinstance(net, GPEN):
+    if not isinstance(net, GPEN) and not (allow_prior and isinstance(net, Generator)):
         raise CheckpointMismatchError(
             f"{path} holds a {type(net).__name__}, not a GPEN restoration network (a prior.pt "
             "is the input of stage=finetune; restore with its gpen.pt or an official GPEN-BFR file)"
@@ -324,9 +329,6 @@ class Restorer:
         return result
 
 
-_BINOMIAL_3 = torch.tensor([[1.0, 2.0, 1.0]]) / 4
-
-
 def _smooth_small(restored: torch.Tensor, faces: Sequence[Face], min_side: float) -> torch.Tensor:
     """Restored crops (B, 3, S, S) with the faces whose box has a side shorter than ``min_side``
     filtered by the separable [1, 2, 1] / 4 kernel (reflected border, as OpenCV's filter2D)."""
@@ -334,6 +336,6 @@ def _smooth_small(restored: torch.Tensor, faces: Sequence[Face], min_side: float
     if not small.any():
         return restored
     out = restored.clone()
-    kernel = (_BINOMIAL_3.T @ _BINOMIAL_3).unsqueeze(0).to(restored)  # (1, 3, 3)
+    kernel = get_pascal_kernel_2d(3, norm=True)[None].to(restored)  # [1,2,1] x [1,2,1] / 16
     out[small] = KF.filter2d(restored[small], kernel, border_type="reflect")
     return out

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torchvision.utils import make_grid, save_image
 
+from gpen_lightning.data.datamodule import stack_faces
 from gpen_lightning.io import atomic_save, atomic_write
 
 __all__ = ["AtomicCheckpointIO", "KimgCheckpoint", "SWDMonitor", "SampleGrid"]
@@ -167,9 +168,7 @@ class SWDMonitor(_KimgTicker):
 
     def _reals(self, trainer: L.Trainer, n: int) -> torch.Tensor:
         if self._real is None:
-            data = trainer.datamodule.train_set
-            n = min(n, len(data))
-            self._real = torch.stack([data[i]["hq"] for i in range(n)]).float() / 127.5 - 1
+            self._real = stack_faces(trainer.datamodule.train_set, n)
         return self._real
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -42,10 +42,7 @@ class CompiledPrior:
     def __call__(
         self, z: torch.Tensor | list[torch.Tensor], *, inject_index: int | None = None
     ) -> torch.Tensor:
-        g = self.generator
-        zs = [z] if isinstance(z, torch.Tensor) else list(z)
-        ws = [g.mapping(s, track_w_avg=g.training) for s in zs]
-        return self.synthesis(g.broadcast(ws, inject_index=inject_index))
+        return self.synthesis(self.generator.latents(z, inject_index=inject_index))
 
 
 def compiled(generator: nn.Module, discriminator: nn.Module, *, enabled: bool) -> dict[str, Any]:

@@ -104,21 +104,26 @@ class PriorModule(GANModule):
         """Images from the fixed sample latents and noise: (n, 3, S, S) in [-1, 1], float32."""
         n = n or self.hparams.n_samples
         g = self.g_ema if ema else self.generator
-        gen = torch.Generator().manual_seed(self.hparams.sample_seed)
-        z = torch.randn(n, g.style_dim, generator=gen).to(self.device)
-        noise = [torch.randn(s, generator=gen).to(self.device) for s in g.noise_shapes(n)]
-        with eval_mode(g):
-            return g(z, noise=noise).float().clamp(-1, 1)
+        return self._generate(g, n, seed=self.hparams.sample_seed, fixed_noise=True)
 
     @torch.no_grad()
     def swd_samples(self, n: int) -> torch.Tensor:
         """``n`` EMA samples for the SWD monitor: fixed latents (seeded by ``sample_seed + 1``),
         fresh noise; (n, 3, S, S) in [-1, 1]."""
-        g = self.g_ema
-        gen = torch.Generator().manual_seed(self.hparams.sample_seed + 1)
-        z = torch.randn(n, g.style_dim, generator=gen).to(self.device)
+        return self._generate(self.g_ema, n, seed=self.hparams.sample_seed + 1, fixed_noise=False)
+
+    def _generate(self, g, n: int, *, seed: int, fixed_noise: bool) -> torch.Tensor:
+        """``n`` images of ``g`` in eval mode from latents (and, if ``fixed_noise``, noise maps)
+        drawn on the CPU from ``seed``, 64 at a time: (n, 3, S, S) in [-1, 1], float32."""
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, g.style_dim, generator=gen)
+        noise = [torch.randn(s, generator=gen) for s in g.noise_shapes(n)] if fixed_noise else None
+        out = []
         with eval_mode(g):
-            return torch.cat([g(chunk).float().clamp(-1, 1) for chunk in z.split(64)])
+            for i in range(0, n, 64):
+                maps = None if noise is None else [m[i : i + 64].to(self.device) for m in noise]
+                out.append(g(z[i : i + 64].to(self.device), noise=maps).float().clamp(-1, 1))
+        return torch.cat(out)
 
     def export_weights(self, path: str | os.PathLike[str]) -> None:
         """Write the prior for the fine-tuning stage: ``{"g_ema", "g", "d", "meta"}``."""

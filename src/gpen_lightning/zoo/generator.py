@@ -164,6 +164,23 @@ class Generator(nn.Module):
         second = ws[1].unsqueeze(1).repeat(1, self.n_latent - inject_index, 1)
         return torch.cat([first, second], 1)
 
+    def latents(
+        self,
+        z: torch.Tensor | Sequence[torch.Tensor],
+        *,
+        input_is_w: bool = False,
+        truncation: float = 1.0,
+        inject_index: int | None = None,
+    ) -> torch.Tensor:
+        """One or two z (or w with ``input_is_w``) (B, D) -> per-layer latents (B, n_latent, D):
+        mapping (tracking ``w_avg`` in training mode), truncation and style mixing."""
+        zs = [z] if isinstance(z, torch.Tensor) else list(z)
+        if input_is_w:
+            ws = [self.truncate(w, truncation) for w in zs]
+        else:
+            ws = [self.mapping(s, truncation=truncation, track_w_avg=self.training) for s in zs]
+        return self.broadcast(ws, inject_index=inject_index)
+
     def synthesis(
         self, latent: torch.Tensor, noise: Sequence[torch.Tensor | None] | None = None
     ) -> torch.Tensor:
@@ -212,11 +229,8 @@ class Generator(nn.Module):
         Returns:
             image (B, 3, S, S), roughly in [-1, 1]; and the latents if asked.
         """
-        zs = [z] if isinstance(z, torch.Tensor) else list(z)
-        if input_is_w:
-            ws = [self.truncate(w, truncation) for w in zs]
-        else:
-            ws = [self.mapping(s, truncation=truncation, track_w_avg=self.training) for s in zs]
-        latent = self.broadcast(ws, inject_index=inject_index)
+        latent = self.latents(
+            z, input_is_w=input_is_w, truncation=truncation, inject_index=inject_index
+        )
         image = self.synthesis(latent, noise)
         return (image, latent) if return_latents else image

@@ -42,11 +42,28 @@ _NOT_READ = {
     "data": "its inputs are input=PATH",
 }
 _UNUSED = {
-    "restore": {**_NOT_READ, "degradation": "it degrades nothing (real photos)"},
+    "restore": {
+        **_NOT_READ,
+        "trainer": "only trainer=<group>, trainer.devices, trainer.num_nodes, "
+        "trainer.accelerator and trainer.strategy are read (they split the files over processes)",
+        "degradation": "it degrades nothing (real photos)",
+    },
     "export": {**_NOT_READ, "degradation": "it degrades nothing", "data": "it reads no data"},
     "evaluate": {
         **_NOT_READ,
         "data": "stage=evaluate reads input=FACES (a folder of aligned HQ faces), not data.*",
+    },
+}
+
+
+# Overrides under an unused root that a stage does read.
+_READ = {
+    "restore": {
+        "trainer",
+        "trainer.devices",
+        "trainer.num_nodes",
+        "trainer.accelerator",
+        "trainer.strategy",
     },
 }
 
@@ -57,6 +74,8 @@ def refuse_unused_overrides(stage: str, overrides: list[str]) -> None:
     unused = _UNUSED.get(stage, {})
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
+        if key in _READ.get(stage, ()):
+            continue
         root = key.split(".", 1)[0].split("@", 1)[0]
         if root in unused:
             raise ValueError(

@@ -163,6 +163,12 @@ class Restorer:
             smoothed with the [1, 2, 1] / 4 binomial kernel before blending, as the official
             pipeline does (shorter side < 100 px): GPEN invents high-frequency detail that does
             not belong in a face a few dozen pixels wide.
+        min_face_size: leave faces whose box's longer side is below this (px) untouched.
+        only_center_face: restore only the face nearest the image centre (portraits).
+        face_upscale: with ``upscale`` > 1, paste the faces at the output resolution (the
+            network's S px detail lands in the upscaled photo); False pastes at the input
+            resolution and resizes the whole composite.
+        draw_boxes: draw each restored face's box and landmarks on the output (debugging).
     """
 
     def __init__(
@@ -185,6 +191,10 @@ class Restorer:
         mask: torch.Tensor | None = None,
         bg_upsampler: Callable[[torch.Tensor, float], torch.Tensor] | None = None,
         small_face: float = 100.0,
+        min_face_size: float = 0.0,
+        only_center_face: bool = False,
+        face_upscale: bool = True,
+        draw_boxes: bool = False,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if callable(weights) and not isinstance(weights, nn.Module):
@@ -208,6 +218,8 @@ class Restorer:
         self.upscale, self.alpha, self.small_face = upscale, alpha, small_face
         self.mask = face_mask(self.size) if mask is None else mask
         self.bg_upsampler = bg_upsampler
+        self.min_face_size, self.only_center_face = min_face_size, only_center_face
+        self.face_upscale, self.draw_boxes = face_upscale, draw_boxes
 
     @property
     def detector(self) -> FaceDetector:
@@ -220,6 +232,17 @@ class Restorer:
                 score_threshold=self.score_threshold,
             )
         return self._detector
+
+    def detect(self, image: torch.Tensor) -> list[Face]:
+        """The faces of ``image`` (3, H, W) uint8 that will be restored: the detector's, minus
+        those under ``min_face_size``, and only the most central with ``only_center_face``."""
+        faces = [f for f in self.detector(image.permute(1, 2, 0).numpy())]
+        faces = [f for f in faces if f.size >= self.min_face_size]
+        if self.only_center_face and len(faces) > 1:
+            centre = np.array([image.shape[-1], image.shape[-2]]) / 2
+            dist = [np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre) for f in faces]
+            faces = [faces[int(np.argmin(dist))]]
+        return faces
 
     # -- the network --------------------------------------------------------------------------
     def restore_faces(self, crops: torch.Tensor) -> torch.Tensor:
@@ -246,13 +269,21 @@ class Restorer:
         return self.restore_many([image], aligned=aligned)[0]
 
     def restore_many(
-        self, images: Sequence[Image], *, aligned: bool = False
+        self,
+        images: Sequence[Image],
+        *,
+        aligned: bool = False,
+        faces: Sequence[Sequence[Face]] | None = None,
     ) -> list[RestoreResult]:
-        """Restore several photos; the faces of all of them go through the network together."""
+        """Restore several photos; the faces of all of them go through the network together.
+        ``faces``: the faces to restore in each image (e.g. tracked ones) instead of detecting."""
         tensors = [_to_chw_uint8(im) for im in images]
         if aligned:
             return self._restore_aligned(tensors)
-        plans = [self._plan(img) for img in tensors]
+        given = [None] * len(tensors) if faces is None else list(faces)
+        if len(given) != len(tensors):
+            raise ValueError(f"faces= has {len(given)} entries for {len(tensors)} images")
+        plans = [self._plan(img, f) for img, f in zip(tensors, given)]
         crops = [c for _, c, _ in plans if len(c)]
         restored = self.restore_faces(torch.cat(crops)) if crops else None
         results, start = [], 0
@@ -282,9 +313,12 @@ class Restorer:
             results.append(RestoreResult(image=_hwc(img), faces=[face]))
         return results
 
-    def _plan(self, img: torch.Tensor) -> tuple[list[Face], torch.Tensor, list[np.ndarray]]:
-        """Detect and align: faces, crops (N, 3, S, S) in [-1, 1], matrices (image -> crop)."""
-        faces = self.detector(img.permute(1, 2, 0).numpy())
+    def _plan(
+        self, img: torch.Tensor, faces: Sequence[Face] | None = None
+    ) -> tuple[list[Face], torch.Tensor, list[np.ndarray]]:
+        """Detect (unless ``faces`` are given) and align: faces, crops (N, 3, S, S) in [-1, 1],
+        matrices (image -> crop)."""
+        faces = self.detect(img) if faces is None else list(faces)
         matrices = [similarity_transform(f.landmarks, self.points) for f in faces]
         if not faces:
             return faces, torch.zeros(0, 3, self.size, self.size), matrices
@@ -301,6 +335,15 @@ class Restorer:
         h, w = img.shape[-2:]
         s = self.upscale
         bg = img.float() / 255
+        if faces:
+            restored = self._blend(_smooth_small(restored.cpu(), faces, self.small_face), crops)
+        if s != 1 and faces and not self.face_upscale:  # composite at 1x, then resize it all
+            out = _resize(
+                self._composite(bg, 1.0, restored, matrices),
+                (round(h * s), round(w * s)),
+                "bicubic",
+            ).clamp(0, 1)
+            return self._result(out, faces, crops, restored, matrices)
         if s != 1:
             size = (round(h * s), round(w * s))
             if self.bg_upsampler is not None:
@@ -310,11 +353,21 @@ class Restorer:
             bg = bg.clamp(0, 1)
         if not faces:
             return RestoreResult(image=_hwc(bg))
-        restored = self._blend(_smooth_small(restored.cpu(), faces, self.small_face), crops)
+        out = self._composite(bg, s, restored, matrices)
+        return self._result(out, faces, crops, restored, matrices)
+
+    def _composite(self, bg, s, restored, matrices) -> torch.Tensor:
+        """Paste the (blended) restored crops into ``bg`` (3, sH, sW) float: the scale-s output."""
         scale = np.diag([1 / s, 1 / s, 1.0])  # output -> input pixel coordinates
         out_matrices = [np.vstack([m, [0, 0, 1]]) @ scale for m in matrices]
-        out = composite(bg, (restored + 1) / 2, [m[:2] for m in out_matrices], self.mask)
-        result = RestoreResult(image=_hwc(out))
+        return composite(bg, (restored + 1) / 2, [m[:2] for m in out_matrices], self.mask)
+
+    def _result(self, out, faces, crops, restored, matrices) -> RestoreResult:
+        s = self.upscale
+        image = _hwc(out)
+        if self.draw_boxes:
+            image = draw_faces(image, [f.box * s for f in faces], [f.landmarks * s for f in faces])
+        result = RestoreResult(image=image)
         for f, c, r, m in zip(faces, crops, restored, matrices):
             result.faces.append(
                 RestoredFace(
@@ -327,6 +380,20 @@ class Restorer:
                 )
             )
         return result
+
+
+def draw_faces(image: np.ndarray, boxes, landmarks) -> np.ndarray:
+    """(H, W, 3) uint8 with each box (x0, y0, x1, y1) outlined and its 5 landmarks marked."""
+    from torchvision.utils import draw_bounding_boxes, draw_keypoints
+
+    if not len(boxes):
+        return image
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    width = max(1, round(max(image.shape[:2]) / 400))
+    t = draw_bounding_boxes(t, torch.as_tensor(np.stack(boxes)), colors="lime", width=width)
+    pts = torch.as_tensor(np.stack(landmarks), dtype=torch.float32)
+    t = draw_keypoints(t, pts, colors="red", radius=width + 1)
+    return t.permute(1, 2, 0).numpy()
 
 
 def _smooth_small(restored: torch.Tensor, faces: Sequence[Face], min_side: float) -> torch.Tensor:

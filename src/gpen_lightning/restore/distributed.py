@@ -1,0 +1,115 @@
+"""``stage=restore trainer.devices=N`` (and ``trainer=multinode``): the input files split over
+processes by Lightning's ``Trainer.predict``. Its distributed sampler for prediction hands every
+file to exactly one process (no padding repeats); each process restores its share and a
+``RestoreWriter`` callback writes the outputs as each batch ends; the per-process reports are
+gathered into one summary on global rank 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch.distributed as dist
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import BasePredictionWriter
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from gpen_lightning.restore.cli import Report, _Pending, _RestoreRun, make_restorer
+from gpen_lightning.restore.video import VIDEO_EXTENSIONS
+
+__all__ = ["RestoreModule", "RestoreWriter", "predict_files"]
+
+
+class _Indices(Dataset):
+    """File indices: the files are read in ``predict_step``, where failures are accounted."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+class RestoreModule(L.LightningModule):
+    """Restores the files whose indices its batches hold. The ``Restorer`` is built in ``setup``
+    on the process's own device; images are restored here, written by ``RestoreWriter``; videos
+    stream through the network and the encoder here (their frames are written as they go)."""
+
+    def __init__(self, cfg: DictConfig, files: list[Path], root: Path, out_dir: Path) -> None:
+        super().__init__()
+        self.cfg, self.files, self.root, self.out_dir = cfg, files, root, out_dir
+        self.run: _RestoreRun | None = None
+
+    def setup(self, stage: str) -> None:
+        restorer = make_restorer(self.cfg, device=self.trainer.strategy.root_device)
+        self.run = _RestoreRun(self.cfg, restorer, self.files, self.root, self.out_dir)
+        self.run.show_progress = self.trainer.is_global_zero
+
+    def predict_step(self, batch: list[int]) -> tuple[list[_Pending], list]:
+        pending = []
+        for index in batch:
+            path = self.files[index]
+            if path.suffix.lower() in VIDEO_EXTENSIONS:
+                self.run.video(path)
+            elif (item := self.run.prepare(path)) is not None:
+                pending.append(item)
+        return pending, self.run.restore(pending)
+
+
+class RestoreWriter(BasePredictionWriter):
+    """Writes each batch's restored images, then gathers the processes' reports."""
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="batch")
+        self.report: Report | None = None
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ) -> None:
+        pending, results = prediction
+        pl_module.run.write_all(pending, results)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: RestoreModule) -> None:
+        reports = [pl_module.run.report]
+        if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
+            reports = [None] * trainer.world_size
+            dist.all_gather_object(reports, pl_module.run.report)
+        total = Report()
+        for report in reports:
+            total = total.merge(report)
+        self.report = total
+
+
+def predict_files(cfg: DictConfig, files: list[Path], root: Path, out_dir: Path) -> Report | None:
+    """Restore ``files`` over the processes ``cfg.trainer`` asks for; the merged report on global
+    rank 0, None on the other ranks."""
+    t = cfg.trainer
+    strategy = t.get("strategy", "auto")
+    if OmegaConf.is_dict(strategy):
+        strategy = instantiate(strategy)
+    writer = RestoreWriter()
+    trainer = L.Trainer(
+        accelerator=t.get("accelerator", "auto"),
+        devices=t.get("devices", 1),
+        num_nodes=t.get("num_nodes", 1),
+        strategy=strategy,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[writer],
+        default_root_dir=str(out_dir),
+        inference_mode=True,
+    )
+    module = RestoreModule(cfg, files, root, out_dir)
+    loader = DataLoader(
+        _Indices(len(files)),
+        batch_size=int(cfg.images_per_batch),
+        collate_fn=list,
+        shuffle=False,
+    )
+    trainer.predict(module, loader, return_predictions=False)
+    return writer.report if trainer.is_global_zero else None

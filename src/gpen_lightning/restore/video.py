@@ -1,0 +1,242 @@
+"""Videos in, videos out (PyAV, which bundles FFmpeg): decode, restore every frame's faces in
+batches with tracked and smoothed landmarks, encode at the same frame rate, size and frame count,
+and copy the audio streams as they are."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gpen_lightning.restore.restorer import Restorer
+from gpen_lightning.restore.track import FaceTracker
+
+__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoInfo", "VideoReport", "probe", "restore_video"]
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"})
+
+
+class VideoError(ValueError):
+    """A video that cannot be read (empty, not a video, corrupt)."""
+
+
+def _av():
+    try:
+        import av
+    except ImportError as err:  # pragma: no cover - av is a dependency
+        raise ImportError("video restoration needs PyAV: pip install av") from err
+    return av
+
+
+@dataclass
+class VideoInfo:
+    fps: Fraction
+    width: int
+    height: int
+    frames: int  # as the container declares it (0: unknown)
+    audio_streams: int
+
+
+def _open(path: Path):
+    av = _av()
+    if not path.is_file():
+        raise VideoError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path} is empty (0 bytes)")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as err:
+        raise VideoError(f"{path} is not a readable video: {err}") from err
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path} has no video stream")
+    return container
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Frame rate, size, declared frame count and audio stream count of a video."""
+    with _open(Path(path)) as container:
+        v = container.streams.video[0]
+        fps = v.average_rate or v.guessed_rate or Fraction(25)
+        return VideoInfo(Fraction(fps), v.width, v.height, v.frames, len(container.streams.audio))
+
+
+@dataclass
+class VideoReport:
+    frames: int = 0  # frames written
+    faces: int = 0  # faces restored, over all frames
+    declared: int = 0  # frames the container declares (0: unknown)
+    copied: bool = False  # no face anywhere: the input was copied through unchanged
+    error: str | None = None  # why decoding stopped early (the frames before it are written)
+    crops: dict[int, list[np.ndarray]] = field(default_factory=dict)  # track id -> restored crops
+    landmarks: dict[int, list[np.ndarray]] = field(default_factory=dict)  # track id -> (5, 2)
+
+
+class _Encoder:
+    """H.264 (VP9 for .webm) at the input's frame rate; audio streams copied packet for packet."""
+
+    def __init__(self, path: Path, src, *, fps: Fraction, size: tuple[int, int], crf: int):
+        av = _av()
+        self.out = av.open(str(path), "w", format=_format_for(path))
+        codec = "libvpx-vp9" if path.suffix.lower() == ".webm" else "libx264"
+        self.video = self.out.add_stream(codec, rate=fps)
+        self.video.height, self.video.width = size
+        even = size[0] % 2 == 0 and size[1] % 2 == 0
+        self.video.pix_fmt = "yuv420p" if even else "yuv444p"  # 4:2:0 needs even sides
+        self.video.options = {"crf": str(crf)}
+        self.audio = {a.index: self.out.add_stream_from_template(a) for a in src.streams.audio}
+        self.count = 0
+
+    def audio_packet(self, packet) -> None:
+        if packet.dts is None:  # the demuxer's flush packet
+            return
+        packet.stream = self.audio[packet.stream.index]
+        self.out.mux(packet)
+
+    def frame(self, rgb: np.ndarray) -> None:
+        frame = _av().VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = self.count
+        self.out.mux(self.video.encode(frame))
+        self.count += 1
+
+    def close(self) -> None:
+        self.out.mux(self.video.encode(None))
+        self.out.close()
+
+
+def _format_for(path: Path) -> str | None:
+    """The muxer for a (temporary) output name: FFmpeg picks it from the final extension."""
+    return {".mkv": "matroska", ".m4v": "mp4", ".webm": "webm"}.get(path.suffix.lower())
+
+
+def restore_video(
+    restorer: Restorer,
+    src: str | Path,
+    dst: str | Path,
+    *,
+    frames_per_batch: int = 8,
+    smooth: bool = True,
+    crf: int = 18,
+    keep_crops: bool = False,
+    progress: bool = True,
+    on_frames: Callable[[int], None] | None = None,
+) -> VideoReport:
+    """Restore the faces of every frame of ``src`` and write ``dst`` (same container type).
+
+    Args:
+        restorer: the ``Restorer`` (its detector, knobs and network).
+        frames_per_batch: frames whose faces share network calls.
+        smooth: track faces and smooth their landmarks over time (One-Euro); False: per frame.
+        crf: x264 / VP9 constant rate factor (lower: larger files, closer to the frames).
+        keep_crops: keep every track's restored crops and landmarks in the report (flicker and
+            jitter measurements).
+        progress: a progress bar in frames.
+        on_frames: called with the number of frames written after each batch.
+
+    A corrupt or truncated input stops the decoding: the frames decoded so far are written, and
+    the report's ``error`` says what happened. A video without any face is copied through.
+    Raises ``VideoError`` when ``src`` is not a readable video (nothing is written then).
+    """
+    src, dst = Path(src), Path(dst)
+    container = _open(src)
+    report = VideoReport()
+    part = dst.with_name(f".{dst.stem}.part{dst.suffix}")
+    try:
+        vstream = container.streams.video[0]
+        vstream.thread_type = "AUTO"
+        info = VideoInfo(
+            Fraction(vstream.average_rate or vstream.guessed_rate or 25),
+            vstream.width,
+            vstream.height,
+            vstream.frames,
+            len(container.streams.audio),
+        )
+        report.declared = info.frames or _frames_from_duration(container, vstream, info.fps)
+        s = restorer.upscale
+        size = (round(info.height * s), round(info.width * s))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        encoder = _Encoder(part, container, fps=info.fps, size=size, crf=crf)
+        tracker = FaceTracker(fps=float(info.fps), smooth=smooth)
+        bar = tqdm(
+            total=info.frames or None,
+            desc=src.name,
+            unit="frame",
+            file=sys.stdout,
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        batch: list[np.ndarray] = []
+
+        def flush() -> None:
+            _restore_batch(restorer, tracker, batch, encoder, report, keep_crops)
+            bar.update(len(batch))
+            batch.clear()
+            if on_frames is not None:
+                on_frames(report.frames)
+
+        try:
+            for packet in container.demux(vstream, *container.streams.audio):
+                if packet.stream.type == "audio":
+                    encoder.audio_packet(packet)
+                    continue
+                for frame in packet.decode():
+                    batch.append(frame.to_ndarray(format="rgb24"))
+                    if len(batch) >= frames_per_batch:
+                        flush()
+        except _av().error.FFmpegError as err:
+            report.error = f"decoding stopped after {report.frames + len(batch)} frames: {err}"
+        flush()
+        bar.close()
+        encoder.close()
+        missing = report.declared - report.frames
+        if report.error is None and missing > max(2, 0.05 * report.declared):
+            report.error = (
+                f"truncated: decoded {report.frames} of the {report.declared} frames the "
+                "container declares"
+            )
+    finally:
+        container.close()
+    if report.faces == 0 and report.error is None and s == 1:
+        part.unlink()
+        shutil.copyfile(src, dst)  # nothing to restore: the input, bit for bit
+        report.copied = True
+    else:
+        part.replace(dst)
+    return report
+
+
+def _frames_from_duration(container, vstream, fps: Fraction) -> int:
+    """Frames implied by the declared duration (containers such as Matroska give no count)."""
+    if vstream.duration is not None and vstream.time_base is not None:
+        seconds = float(vstream.duration * vstream.time_base)
+    elif container.duration is not None:
+        seconds = container.duration / 1_000_000  # AV_TIME_BASE
+    else:
+        return 0
+    return round(seconds * fps)
+
+
+def _restore_batch(restorer, tracker, frames, encoder, report, keep_crops) -> None:
+    if not frames:
+        return
+    tensors = [torch.from_numpy(f).permute(2, 0, 1) for f in frames]
+    faces, ids = [], []
+    for img in tensors:
+        faces.append(tracker.update(restorer.detect(img)))
+        ids.append(list(tracker.ids))
+    results = restorer.restore_many(tensors, faces=faces)
+    for result, frame_ids in zip(results, ids):
+        encoder.frame(result.image)
+        report.frames += 1
+        report.faces += len(result.faces)
+        if keep_crops:
+            for track_id, face in zip(frame_ids, result.faces):
+                report.crops.setdefault(track_id, []).append(face.restored)
+                report.landmarks.setdefault(track_id, []).append(face.landmarks)

@@ -201,8 +201,14 @@ def restore_video(
                 f"truncated: decoded {report.frames} of the {report.declared} frames the "
                 "container declares"
             )
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     finally:
         container.close()
+    if report.frames == 0:
+        part.unlink(missing_ok=True)
+        raise VideoError(f"{src}: no frame could be decoded ({report.error or 'empty stream'})")
     if report.faces == 0 and report.error is None and s == 1:
         part.unlink()
         shutil.copyfile(src, dst)  # nothing to restore: the input, bit for bit

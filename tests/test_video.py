@@ -1,0 +1,274 @@
+"""Videos: round trips (fps, size, frame count, audio), landmark smoothing against jitter, bad
+inputs, and the restore stage split over 2 gloo processes against one process."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gpen_lightning.config import compose
+from gpen_lightning.data.synthetic import render_face
+from gpen_lightning.restore import Restorer
+from gpen_lightning.restore.cli import restore_files
+from gpen_lightning.restore.detect import Face
+from gpen_lightning.restore.track import FaceTracker, OneEuroFilter, crop_flicker, landmark_jitter
+from gpen_lightning.restore.video import VideoError, probe, restore_video
+from gpen_lightning.zoo import build, export_official
+
+av = pytest.importorskip("av")
+
+FPS = 25
+
+
+def _face(seed: int = 1, size: int = 128) -> np.ndarray:
+    """A procedural face the bundled RetinaFace detects (seeds 1-3 at these sizes)."""
+    return render_face(size, torch.Generator().manual_seed(seed)).permute(1, 2, 0).numpy()
+
+
+def make_clip(
+    path: Path,
+    faces: list[np.ndarray] | None = None,
+    *,
+    frames: int = 2 * FPS,
+    size: tuple[int, int] = (320, 240),
+    audio: bool = True,
+    noise: float = 2.0,
+) -> None:
+    """A clip of ``faces`` drifting right by 1 px per frame over a gradient, with sensor noise
+    (so the detector's landmarks jitter) and a 440 Hz AAC tone for its whole length."""
+    rng = np.random.default_rng(0)
+    w, h = size
+    # small Matroska clusters: a truncated file still holds whole clusters to decode
+    options = {"cluster_time_limit": "200"} if path.suffix == ".mkv" else {}
+    with av.open(str(path), "w", options=options) as out:
+        video = out.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+        if audio:
+            sound = out.add_stream("aac", rate=16000)
+            sound.layout = "mono"
+        bg = np.full((h, w, 3), 90, np.uint8)
+        bg[..., 2] = np.linspace(60, 200, w).astype(np.uint8)[None]
+        for t in range(frames):
+            img = bg.copy()
+            for i, face in enumerate(faces or []):
+                s = face.shape[0]
+                y, x = 40 + 10 * i, 30 + t + 150 * i
+                img[y : y + s, x : x + s] = face
+            img = np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = t
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        if audio:
+            n = 16000 * frames // FPS
+            tone = (0.2 * np.sin(np.arange(n) * 2 * np.pi * 440 / 16000)).astype(np.float32)
+            for i in range(0, n, 1024):
+                chunk = av.AudioFrame.from_ndarray(
+                    tone[None, i : i + 1024], format="fltp", layout="mono"
+                )
+                chunk.sample_rate, chunk.pts = 16000, i
+                out.mux(sound.encode(chunk))
+            out.mux(sound.encode(None))
+
+
+def _audio_seconds(path: Path) -> float:
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0]
+        samples = sum(f.samples for f in c.decode(stream))
+        return samples / stream.rate
+
+
+def _identity(size: int = 128) -> Restorer:
+    return Restorer(torch.nn.Identity(), size=size, device="cpu", small_face=0)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    make_clip(path, [_face(1)])
+    return path
+
+
+def test_video_round_trip_keeps_fps_size_frame_count_and_audio(clip, tmp_path):
+    torch.manual_seed(0)
+    restorer = Restorer(build("gpen-tiny-64").eval(), device="cpu")
+    out = tmp_path / "out.mp4"
+    report = restore_video(restorer, clip, out, progress=False)
+    src, dst = probe(clip), probe(out)
+    assert (dst.fps, dst.width, dst.height, dst.frames) == (FPS, 320, 240, 2 * FPS)
+    assert (src.fps, src.width, src.height, src.frames) == (dst.fps, dst.width, dst.height, 50)
+    assert report.frames == 50 and report.error is None and not report.copied
+    assert report.faces >= 48  # the face is found in (nearly) every frame
+    assert dst.audio_streams == 1
+    assert _audio_seconds(out) == pytest.approx(_audio_seconds(clip), abs=1e-3)
+    with av.open(str(clip)) as a, av.open(str(out)) as b:  # audio packets copied, not re-encoded
+        pa = [bytes(p) for p in a.demux(a.streams.audio[0]) if p.size]
+        pb = [bytes(p) for p in b.demux(b.streams.audio[0]) if p.size]
+    assert pa == pb
+    # the random network changed the face region and nothing far from it
+    with av.open(str(clip)) as a, av.open(str(out)) as b:
+        fa = next(a.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+        fb = next(b.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+    assert np.abs(fa - fb)[60:150, 60:150].mean() > 10
+    assert np.abs(fa - fb)[:, 250:].mean() < 3  # re-encoding only
+
+
+def test_landmark_smoothing_lowers_jitter_and_flicker(clip, tmp_path):
+    measured = {}
+    for smooth in (False, True):
+        report = restore_video(
+            _identity(),
+            clip,
+            tmp_path / f"{smooth}.mp4",
+            smooth=smooth,
+            keep_crops=True,
+            progress=False,
+        )
+        track = max(report.landmarks, key=lambda k: len(report.landmarks[k]))
+        assert len(report.landmarks[track]) >= 48  # one track follows the face
+        measured[smooth] = (
+            landmark_jitter(np.stack(report.landmarks[track])),
+            crop_flicker(report.crops[track]),
+        )
+    (jitter_raw, flicker_raw), (jitter_smooth, flicker_smooth) = measured[False], measured[True]
+    assert jitter_smooth < 0.5 * jitter_raw, measured
+    assert flicker_smooth < 0.7 * flicker_raw, measured
+
+
+def test_one_euro_filter_smooths_noise_and_follows_motion():
+    rng = np.random.default_rng(0)
+    t = np.arange(200) / FPS
+    still = 100 + rng.normal(0, 1.0, 200)
+    f = OneEuroFilter(min_cutoff=0.5, beta=0.0)
+    smoothed = np.array([f(np.array([x]), 1 / FPS)[0] for x in still])
+    assert smoothed[50:].std() < 0.4 * still[50:].std()
+    # a fast ramp (2 px/frame): with beta the lag stays small, without it it grows
+    ramp = 50 * t * FPS / 25
+    lags = {}
+    for beta in (0.0, 1.0):
+        f = OneEuroFilter(min_cutoff=0.5, beta=beta)
+        out = np.array([f(np.array([x]), 1 / FPS)[0] for x in ramp])
+        lags[beta] = float(np.abs(out - ramp)[100:].mean())
+    assert lags[1.0] < 0.3 * lags[0.0]
+
+
+def _box_face(x: float, y: float, s: float = 50) -> Face:
+    pts = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]]) * s
+    return Face(np.array([x, y, x + s, y + s], np.float32), (pts + [x, y]).astype(np.float32), 0.9)
+
+
+def test_tracker_keeps_identities_and_drops_lost_faces():
+    tracker = FaceTracker(fps=FPS, max_missed=2)
+    for t in range(5):  # two faces, listed in varying order
+        faces = [_box_face(10 + t, 10), _box_face(200 - t, 40)]
+        tracker.update(faces[::-1] if t % 2 else faces)
+        ids = dict(zip(tracker.ids, faces[::-1] if t % 2 else faces))
+        assert ids[0].box[0] < 100 < ids[1].box[0]  # id 0 stays the left face
+    for _ in range(3):  # the right face is gone for longer than max_missed
+        tracker.update([_box_face(15, 10)])
+    tracker.update([_box_face(15, 10), _box_face(195, 40)])
+    assert tracker.ids == [0, 2]
+
+
+def _sha(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_bad_videos_are_reported_and_inputs_never_written(clip, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "zero.mp4").write_bytes(b"")
+    (inputs / "text.mp4").write_bytes(b"not a video at all\n" * 50)
+    make_clip(inputs / "full.mkv", [_face(1)], frames=30, audio=False)
+    data = (inputs / "full.mkv").read_bytes()
+    (inputs / "cut.mkv").write_bytes(data[: 3 * len(data) // 4])
+    make_clip(inputs / "empty_scene.mp4", frames=10)
+    before = _sha(inputs)
+    cfg = compose(
+        ["stage=restore", "model=gpen-tiny-64", f"input={inputs}", f"output={tmp_path / 'out'}"]
+    )
+    restorer_status = restore_files(cfg)
+    assert restorer_status == 1
+    assert _sha(inputs) == before  # inputs untouched
+    out = tmp_path / "out"
+    assert not (out / "zero.mp4").exists() and not (out / "text.mp4").exists()
+    # the truncated video keeps the frames decoded before the cut, and says so
+    kept = probe(out / "cut.mkv")
+    assert 5 <= _count_frames(out / "cut.mkv") < 30 and kept.width == 320
+    # no face anywhere: the input, bit for bit
+    assert (out / "empty_scene.mp4").read_bytes() == (inputs / "empty_scene.mp4").read_bytes()
+    assert _count_frames(out / "full.mkv") == 30
+    assert not list(out.rglob(".*.part*"))  # no temporary file left behind
+
+
+def test_bad_video_messages(tmp_path):
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_bytes(b"not a video\n" * 50)
+    with pytest.raises(VideoError, match="empty"):
+        restore_video(_identity(), tmp_path / "zero.mp4", tmp_path / "o.mp4")
+    with pytest.raises(VideoError, match="not a readable video"):
+        restore_video(_identity(), tmp_path / "text.mp4", tmp_path / "o.mp4")
+    assert not (tmp_path / "o.mp4").exists()
+    make_clip(tmp_path / "a.mkv", [_face(1)], frames=30, audio=False)
+    data = (tmp_path / "a.mkv").read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: 3 * len(data) // 4])
+    report = restore_video(_identity(), tmp_path / "cut.mkv", tmp_path / "o.mkv", progress=False)
+    assert report.error and "truncated" in report.error and 0 < report.frames < 30
+    assert _count_frames(tmp_path / "o.mkv") == report.frames
+
+
+def _count_frames(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, GPEN_OUTPUTS=str(cwd / "outputs"))
+    return subprocess.run(
+        [sys.executable, "-m", "gpen_lightning", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_two_gloo_processes_write_what_one_process_writes(clip, tmp_path):
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    for seed in range(1, 6):
+        img = np.pad(
+            _face(1 + seed % 3, 96 + 8 * seed), ((30, 50), (40, 20), (0, 0)), constant_values=90
+        )
+        Image.fromarray(img).save(inputs / ("sub" if seed % 2 else ".") / f"face{seed}.png")
+    make_clip(inputs / "clip.mp4", [_face(2, 96)], frames=12, size=(192, 160))
+    torch.manual_seed(0)
+    export_official(build("gpen-tiny-64").eval(), tmp_path / "GPEN-tiny.pth")
+    common = [
+        "stage=restore",
+        f"input={inputs}",
+        f"weights={tmp_path / 'GPEN-tiny.pth'}",
+        "images_per_batch=1",
+    ]
+    one = _cli([*common, f"output={tmp_path / 'one'}"], tmp_path)
+    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
+    two = _cli([*common, f"output={tmp_path / 'two'}", "trainer=ddp_sim"], tmp_path)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    assert "Starting with 2 processes" in two.stdout + two.stderr
+    files = {p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file()}
+    got = {p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file()}
+    assert files == got and len(files) == 6
+    for rel in files:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
+    summary = [line for line in two.stdout.splitlines() if line.startswith("Restored")]
+    assert len(summary) == 1  # one summary, from global rank 0, over both processes' files
+    assert summary[0].startswith("Restored 5 image(s), 1 video(s) (12 frames)")

@@ -59,7 +59,8 @@ def test_stage_module_values_equal_the_constructor_defaults(stage, cls):
     [
         ("evaluate", "data.root=/faces", "input=FACES"),
         ("evaluate", "data=folder", "input=FACES"),
-        ("restore", "trainer.devices=2", "device="),
+        ("restore", "trainer.max_epochs=2", "trainer.devices"),
+        ("export", "trainer.devices=2", "device="),
         ("restore", "logger=csv", "logs nothing"),
         ("export", "module.lr=0.1", "weights=PATH"),
         ("restore", "+degradation.noise=[0,1]", "degrades nothing"),
@@ -74,6 +75,9 @@ def test_an_override_a_stage_does_not_read_is_refused(stage, override, hint):
 def test_overrides_a_stage_reads_are_accepted():
     refuse_unused_overrides("evaluate", ["input=/faces", "degradation=paper", "model=gpen-bfr-512"])
     refuse_unused_overrides("restore", ["input=a.jpg", "device=cpu", "bf16=true"])
+    refuse_unused_overrides(
+        "restore", ["trainer=ddp_sim", "trainer.devices=4", "trainer.num_nodes=2"]
+    )
     refuse_unused_overrides("prior", ["trainer.devices=2", "data.root=/x", "logger=csv"])
 
 

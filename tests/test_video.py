@@ -162,7 +162,9 @@ def test_one_euro_filter_smooths_noise_and_follows_motion():
 
 def _box_face(x: float, y: float, s: float = 50) -> Face:
     pts = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]]) * s
-    return Face(np.array([x, y, x + s, y + s], np.float32), (pts + [x, y]).astype(np.float32), 0.9)
+    return Face(
+        np.array([x, y, x + s, y + s], np.float32), (pts + np.array([x, y])).astype(np.float32), 0.9
+    )
 
 
 def test_tracker_keeps_identities_and_drops_lost_faces():

@@ -176,6 +176,7 @@ def make_restorer(cfg: DictConfig, device: str | torch.device | None = None) -> 
         only_center_face=cfg.get("only_center_face", False),
         face_upscale=cfg.get("face_upscale", True),
         draw_boxes=cfg.get("draw_boxes", False),
+        paste_mask=cfg.get("paste_mask", "hull"),
     )
 
 

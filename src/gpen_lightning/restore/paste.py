@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import kornia.filters as KF
@@ -9,7 +10,7 @@ import kornia.geometry.transform as KT
 import numpy as np
 import torch
 
-__all__ = ["composite", "face_mask", "inverse_warp_roi"]
+__all__ = ["composite", "face_mask", "hull_mask", "inverse_warp_roi", "seam_energy"]
 
 
 def face_mask(size: int, *, border: float = 26 / 512, sigma: float = 4 / 512) -> torch.Tensor:
@@ -23,6 +24,88 @@ def face_mask(size: int, *, border: float = 26 / 512, sigma: float = 4 / 512) ->
     for _ in range(2):
         m = KF.gaussian_blur2d(m, (k, k), (s, s), border_type="constant")
     return m
+
+
+def _hull(points: np.ndarray) -> np.ndarray:
+    """Convex hull (counter-clockwise in image coordinates, y down) of (N, 2) points: (K, 2)."""
+    pts = sorted(map(tuple, np.asarray(points, np.float64)))
+
+    def half(seq):
+        out: list[tuple[float, float]] = []
+        for p in seq:
+            while len(out) >= 2:
+                (ax, ay), (bx, by) = out[-2], out[-1]
+                if (bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax) > 0:
+                    break
+                out.pop()
+            out.append(p)
+        return out[:-1]
+
+    return np.array(half(pts) + half(pts[::-1]))
+
+
+def face_region(landmarks: np.ndarray) -> np.ndarray:
+    """Points outlining the face (brow to chin, temple to temple) from its 5 landmarks (5, 2):
+    the eyes' axis ``u`` and the eyes-to-mouth vector ``v`` place forehead, temples, jaw and chin
+    where they are on an average face: (12, 2)."""
+    le, re, nose, lm, rm = np.asarray(landmarks, np.float64)
+    u, e, m = re - le, (le + re) / 2, (lm + rm) / 2
+    v = m - e
+    return np.stack(
+        [
+            # forehead, temples, cheeks, jaw, chin: left and right
+            *(e - 1.1 * v - 0.35 * u, e - 1.1 * v + 0.35 * u),
+            *(le - 0.5 * u - 0.5 * v, re + 0.5 * u - 0.5 * v),
+            *(le - 0.55 * u + 0.3 * v, re + 0.55 * u + 0.3 * v),
+            *(lm - 0.35 * u + 0.35 * v, rm + 0.35 * u + 0.35 * v),
+            *(m + 0.6 * v - 0.2 * u, m + 0.6 * v + 0.2 * u),
+            nose,
+            e,
+        ]
+    )
+
+
+def hull_mask(size: int, landmarks: np.ndarray, *, feather: float = 0.1) -> torch.Tensor:
+    """A face's own soft region in its aligned crop: the convex hull of ``face_region`` of its
+    landmarks (5, 2) in crop pixels, shrunk by ``feather`` * eye distance and blurred by a
+    Gaussian of that sigma, so the soft edge ends at the hull; times the template square's mask
+    so that it fades out before the crop's border whatever the landmarks: (1, 1, S, S)."""
+    pts = np.asarray(landmarks, np.float64)
+    sigma = max(feather * float(np.linalg.norm(pts[1] - pts[0])), 0.5)
+    hull = _hull(face_region(pts))
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64),
+        torch.arange(size, dtype=torch.float64),
+        indexing="ij",
+    )
+    inside = torch.ones(size, size, dtype=torch.bool)
+    for (ax, ay), (bx, by) in zip(hull, np.roll(hull, -1, axis=0)):
+        # signed distance to the edge line; inside is where every edge agrees, shrunk by sigma
+        nx, ny = by - ay, ax - bx
+        norm = math.hypot(nx, ny) or 1.0
+        inside &= ((xx - ax) * nx + (yy - ay) * ny) / norm <= -sigma
+    m = inside.float()[None, None]
+    k = min(2 * math.ceil(3 * sigma) + 1, size - (1 - size % 2))
+    return KF.gaussian_blur2d(m, (k, k), (sigma, sigma), border_type="constant") * _square(size)
+
+
+@functools.lru_cache(maxsize=4)
+def _square(size: int) -> torch.Tensor:
+    return face_mask(size)
+
+
+def seam_energy(background: torch.Tensor, face: torch.Tensor, mask: torch.Tensor) -> float:
+    """What a paste adds at its border: the RMS over the mask's transition band (0.02 < M <
+    0.98) of ``(F - B) * grad M``, the term the product rule adds to the composite's gradient
+    ``grad(M F + (1 - M) B)`` beyond the blend of both images' own gradients. ``background`` B and
+    ``face`` F (3, H, W) in [0, 1], ``mask`` M (1, H, W), all in the same (image) frame."""
+    gy, gx = torch.gradient(mask[0])
+    band = (mask[0] > 0.02) & (mask[0] < 0.98)
+    if not band.any():
+        return 0.0
+    diff = (face - background).abs().mean(0)
+    term = diff * torch.sqrt(gx**2 + gy**2)
+    return float(term[band].pow(2).mean().sqrt())
 
 
 def inverse_warp_roi(
@@ -64,16 +147,17 @@ def composite(
 ) -> torch.Tensor:
     """Blend restored faces (B, 3, s, s) into ``background`` (3, H, W), both float in [0, 1].
 
-    Each face and its soft ``mask`` (1, 1, s, s) are warped back into the face's region; the
-    blend weight is the per-pixel max M of the masks, the face colour the mask-weighted mean of
-    the overlapping faces: ``bg * (1 - M) + face * M``.
+    Each face and its soft ``mask`` ((1 or B), 1, s, s: one for all faces or one each) are warped
+    back into the face's region; the blend weight is the per-pixel max M of the masks, the face
+    colour the mask-weighted mean of the overlapping faces: ``bg * (1 - M) + face * M``.
     """
     _, h, w = background.shape
     num = torch.zeros_like(background)
     den = torch.zeros_like(background[:1])
     top = torch.zeros_like(background[:1])
-    for face, matrix in zip(faces, matrices):
-        warped = inverse_warp_roi(torch.cat([face, mask[0].to(face)]), matrix, h, w)
+    masks = mask.expand(len(faces), -1, -1, -1) if len(mask) == 1 else mask
+    for face, m_face, matrix in zip(faces, masks, matrices):
+        warped = inverse_warp_roi(torch.cat([face, m_face.to(face)]), matrix, h, w)
         if warped is None:
             continue
         patch, (y0, y1, x0, x1) = warped

@@ -36,9 +36,10 @@ test: lint  ## lint, then the fast test suite (no slow, no gpu)
 test-all: lint  ## every test, slow ones included (gpu tests skip without CUDA)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install  ## benchmark suite (inference, training img/s, degradation) -> benchmarks/results/; restoration faces/s
+bench: install  ## benchmark suite (inference, training img/s, degradation) -> benchmarks/results/; restoration faces/s, video frames/s
 	$(PY) benchmarks/suite.py
 	$(PY) benchmarks/restore.py
+	$(PY) benchmarks/video.py
 
 bench-quick: install  ## the suite on tiny presets, one repeat (what CI runs; no timing asserts)
 	$(PY) benchmarks/suite.py --quick --out $${OUT:-/tmp/gpen-bench-quick}

@@ -5,7 +5,9 @@
 
 Random weights (speed does not depend on them). The default photo is ../shared's Solvay 1927
 conference photo (29 faces); give --image when ../shared is absent. Prints one line per preset
-with the time split into detection, alignment, network and paste-back.
+with the time split into detection, alignment, network and paste-back. Videos (frames/s of a 720p
+clip, split into decode, detection, tracking, network, paste-back and encode; flicker):
+``python benchmarks/video.py`` (``make bench`` runs both).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "suite.py"
 
 
@@ -52,3 +54,31 @@ def test_training_benchmark_quick_mode(tmp_path):
     share = rows[1]["degradation_share"]
     assert 0 < share < 1  # the degradation alone is a fraction of a fine-tuning step
     assert "| prior | gpen-tiny-32 | 4 | 32-true | off |" in proc.stdout
+
+
+def test_video_benchmark_reports_speed_split_and_flicker(tmp_path):
+    out = tmp_path / "video.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SUITE.parent / "video.py"),
+            "--presets",
+            "gpen-tiny-32",
+            "--frames",
+            "8",
+            "--flicker-frames",
+            "20",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    speed, flicker = json.loads(out.read_text())
+    assert speed["frames"] == 8 and speed["faces"] == 16 and speed["frames_per_s"] > 0
+    shares = [v for k, v in speed.items() if k.endswith("_share")]
+    assert len(shares) == 6 and sum(shares) == pytest.approx(1.0)
+    assert flicker["flicker_smoothed"] < flicker["flicker_raw"]
+    assert flicker["jitter_smoothed"] < flicker["jitter_raw"]

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from gpen_lightning.config import compose
-from gpen_lightning.data.synthetic import render_face
+from gpen_lightning.data.synthetic import render_face, synthetic_clip
 from gpen_lightning.restore import Restorer
 from gpen_lightning.restore.cli import restore_files
 from gpen_lightning.restore.detect import Face
@@ -33,50 +33,9 @@ def _face(seed: int = 1, size: int = 128) -> np.ndarray:
     return render_face(size, torch.Generator().manual_seed(seed)).permute(1, 2, 0).numpy()
 
 
-def make_clip(
-    path: Path,
-    faces: list[np.ndarray] | None = None,
-    *,
-    frames: int = 2 * FPS,
-    size: tuple[int, int] = (320, 240),
-    audio: bool = True,
-    noise: float = 2.0,
-) -> None:
-    """A clip of ``faces`` drifting right by 1 px per frame over a gradient, with sensor noise
-    (so the detector's landmarks jitter) and a 440 Hz AAC tone for its whole length."""
-    rng = np.random.default_rng(0)
-    w, h = size
-    # small Matroska clusters: a truncated file still holds whole clusters to decode
-    options = {"cluster_time_limit": "200"} if path.suffix == ".mkv" else {}
-    with av.open(str(path), "w", options=options) as out:
-        video = out.add_stream("libx264", rate=FPS)
-        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
-        if audio:
-            sound = out.add_stream("aac", rate=16000)
-            sound.layout = "mono"
-        bg = np.full((h, w, 3), 90, np.uint8)
-        bg[..., 2] = np.linspace(60, 200, w).astype(np.uint8)[None]
-        for t in range(frames):
-            img = bg.copy()
-            for i, face in enumerate(faces or []):
-                s = face.shape[0]
-                y, x = 40 + 10 * i, 30 + t + 150 * i
-                img[y : y + s, x : x + s] = face
-            img = np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = t
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        if audio:
-            n = 16000 * frames // FPS
-            tone = (0.2 * np.sin(np.arange(n) * 2 * np.pi * 440 / 16000)).astype(np.float32)
-            for i in range(0, n, 1024):
-                chunk = av.AudioFrame.from_ndarray(
-                    tone[None, i : i + 1024], format="fltp", layout="mono"
-                )
-                chunk.sample_rate, chunk.pts = 16000, i
-                out.mux(sound.encode(chunk))
-            out.mux(sound.encode(None))
+def make_clip(path: Path, faces: list[tuple[int, int]] | None = None, **kw) -> None:
+    """``synthetic_clip`` with faces ``(seed, side)``; none: an empty scene."""
+    synthetic_clip(path, faces if faces is not None else (), fps=FPS, **kw)
 
 
 def _audio_seconds(path: Path) -> float:
@@ -93,7 +52,7 @@ def _identity(size: int = 128) -> Restorer:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    make_clip(path, [_face(1)])
+    make_clip(path, [(1, 128)])
     return path
 
 
@@ -189,7 +148,7 @@ def test_bad_videos_are_reported_and_inputs_never_written(clip, tmp_path):
     inputs.mkdir()
     (inputs / "zero.mp4").write_bytes(b"")
     (inputs / "text.mp4").write_bytes(b"not a video at all\n" * 50)
-    make_clip(inputs / "full.mkv", [_face(1)], frames=30, audio=False)
+    make_clip(inputs / "full.mkv", [(1, 128)], frames=30, audio=False)
     data = (inputs / "full.mkv").read_bytes()
     (inputs / "cut.mkv").write_bytes(data[: 3 * len(data) // 4])
     make_clip(inputs / "empty_scene.mp4", frames=10)
@@ -219,7 +178,7 @@ def test_bad_video_messages(tmp_path):
     with pytest.raises(VideoError, match="not a readable video"):
         restore_video(_identity(), tmp_path / "text.mp4", tmp_path / "o.mp4")
     assert not (tmp_path / "o.mp4").exists()
-    make_clip(tmp_path / "a.mkv", [_face(1)], frames=30, audio=False)
+    make_clip(tmp_path / "a.mkv", [(1, 128)], frames=30, audio=False)
     data = (tmp_path / "a.mkv").read_bytes()
     (tmp_path / "cut.mkv").write_bytes(data[: 3 * len(data) // 4])
     report = restore_video(_identity(), tmp_path / "cut.mkv", tmp_path / "o.mkv", progress=False)
@@ -252,7 +211,7 @@ def test_two_gloo_processes_write_what_one_process_writes(clip, tmp_path):
             _face(1 + seed % 3, 96 + 8 * seed), ((30, 50), (40, 20), (0, 0)), constant_values=90
         )
         Image.fromarray(img).save(inputs / ("sub" if seed % 2 else ".") / f"face{seed}.png")
-    make_clip(inputs / "clip.mp4", [_face(2, 96)], frames=12, size=(192, 160))
+    make_clip(inputs / "clip.mp4", [(2, 96)], frames=12, size=(192, 160))
     torch.manual_seed(0)
     export_official(build("gpen-tiny-64").eval(), tmp_path / "GPEN-tiny.pth")
     common = [

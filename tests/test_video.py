@@ -4,9 +4,6 @@ inputs, and the restore stage split over 2 gloo processes against one process.""
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,8 @@ from gpen_lightning.restore.detect import Face
 from gpen_lightning.restore.track import FaceTracker, OneEuroFilter, crop_flicker, landmark_jitter
 from gpen_lightning.restore.video import VideoError, probe, restore_video
 from gpen_lightning.zoo import build, export_official
+
+from .test_cli import _cli
 
 av = pytest.importorskip("av")
 
@@ -191,18 +190,6 @@ def _count_frames(path: Path) -> int:
         return sum(1 for _ in c.decode(video=0))
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, GPEN_OUTPUTS=str(cwd / "outputs"))
-    return subprocess.run(
-        [sys.executable, "-m", "gpen_lightning", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def test_two_gloo_processes_write_what_one_process_writes(clip, tmp_path):
     inputs = tmp_path / "in"
     (inputs / "sub").mkdir(parents=True)
@@ -220,9 +207,9 @@ def test_two_gloo_processes_write_what_one_process_writes(clip, tmp_path):
         f"weights={tmp_path / 'GPEN-tiny.pth'}",
         "images_per_batch=1",
     ]
-    one = _cli([*common, f"output={tmp_path / 'one'}"], tmp_path)
+    one = _cli([*common, f"output={tmp_path / 'one'}"], tmp_path, timeout=600)
     assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
-    two = _cli([*common, f"output={tmp_path / 'two'}", "trainer=ddp_sim"], tmp_path)
+    two = _cli([*common, f"output={tmp_path / 'two'}", "trainer=ddp_sim"], tmp_path, timeout=600)
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
     assert "Starting with 2 processes" in two.stdout + two.stderr
     files = {p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file()}

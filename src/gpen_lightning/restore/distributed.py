@@ -13,25 +13,12 @@ import torch.distributed as dist
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from gpen_lightning.restore.cli import Report, _Pending, _RestoreRun, make_restorer
 from gpen_lightning.restore.video import VIDEO_EXTENSIONS
 
 __all__ = ["RestoreModule", "RestoreWriter", "predict_files"]
-
-
-class _Indices(Dataset):
-    """File indices: the files are read in ``predict_step``, where failures are accounted."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> int:
-        return index
 
 
 class RestoreModule(L.LightningModule):
@@ -106,7 +93,7 @@ def predict_files(cfg: DictConfig, files: list[Path], root: Path, out_dir: Path)
     )
     module = RestoreModule(cfg, files, root, out_dir)
     loader = DataLoader(
-        _Indices(len(files)),
+        range(len(files)),  # file indices: read in predict_step, where failures are accounted
         batch_size=int(cfg.images_per_batch),
         collate_fn=list,
         shuffle=False,

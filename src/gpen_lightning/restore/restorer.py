@@ -245,8 +245,8 @@ class Restorer:
     def detect(self, image: torch.Tensor) -> list[Face]:
         """The faces of ``image`` (3, H, W) uint8 that will be restored: the detector's, minus
         those under ``min_face_size``, and only the most central with ``only_center_face``."""
-        faces = [f for f in self.detector(image.permute(1, 2, 0).numpy())]
-        faces = [f for f in faces if f.size >= self.min_face_size]
+        found = self.detector(image.permute(1, 2, 0).numpy())
+        faces = [f for f in found if f.size >= self.min_face_size]
         if self.only_center_face and len(faces) > 1:
             centre = np.array([image.shape[-1], image.shape[-2]]) / 2
             dist = [np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre) for f in faces]

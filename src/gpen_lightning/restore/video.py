@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -60,12 +59,16 @@ def _open(path: Path):
     return container
 
 
+def _info(container) -> VideoInfo:
+    v = container.streams.video[0]
+    fps = Fraction(v.average_rate or v.guessed_rate or 25)
+    return VideoInfo(fps, v.width, v.height, v.frames, len(container.streams.audio))
+
+
 def probe(path: str | Path) -> VideoInfo:
     """Frame rate, size, declared frame count and audio stream count of a video."""
     with _open(Path(path)) as container:
-        v = container.streams.video[0]
-        fps = v.average_rate or v.guessed_rate or Fraction(25)
-        return VideoInfo(Fraction(fps), v.width, v.height, v.frames, len(container.streams.audio))
+        return _info(container)
 
 
 @dataclass
@@ -126,7 +129,6 @@ def restore_video(
     crf: int = 18,
     keep_crops: bool = False,
     progress: bool = True,
-    on_frames: Callable[[int], None] | None = None,
 ) -> VideoReport:
     """Restore the faces of every frame of ``src`` and write ``dst`` (same container type).
 
@@ -138,7 +140,6 @@ def restore_video(
         keep_crops: keep every track's restored crops and landmarks in the report (flicker and
             jitter measurements).
         progress: a progress bar in frames.
-        on_frames: called with the number of frames written after each batch.
 
     A corrupt or truncated input stops the decoding: the frames decoded so far are written, and
     the report's ``error`` says what happened. A video without any face is copied through.
@@ -151,13 +152,7 @@ def restore_video(
     try:
         vstream = container.streams.video[0]
         vstream.thread_type = "AUTO"
-        info = VideoInfo(
-            Fraction(vstream.average_rate or vstream.guessed_rate or 25),
-            vstream.width,
-            vstream.height,
-            vstream.frames,
-            len(container.streams.audio),
-        )
+        info = _info(container)
         report.declared = info.frames or _frames_from_duration(container, vstream, info.fps)
         s = restorer.upscale
         size = (round(info.height * s), round(info.width * s))
@@ -178,8 +173,6 @@ def restore_video(
             _restore_batch(restorer, tracker, batch, encoder, report, keep_crops)
             bar.update(len(batch))
             batch.clear()
-            if on_frames is not None:
-                on_frames(report.frames)
 
         try:
             for packet in container.demux(vstream, *container.streams.audio):

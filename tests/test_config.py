@@ -36,6 +36,10 @@ def test_every_model_option_is_the_zoo_preset_of_the_same_name():
             "r1_gamma",
             "ema_half_life_kimg",
             "stddev_group",
+            "pl_weight",
+            "mixing_prob",
+            "adv_weight",
+            "noise_lr",
         }, name
 
 

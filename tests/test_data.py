@@ -97,6 +97,20 @@ def test_synthetic_faces_deterministic_structured_and_detailed():
     assert SyntheticFaces(size=512, length=1)[0]["hq"].shape == (3, 512, 512)
 
 
+def test_synthetic_faces_cache_returns_the_rendered_face_and_survives_flips():
+    cached = SyntheticFaces(size=32, length=6, flip=True)
+    fresh = SyntheticFaces(size=32, length=6, flip=False, cache_mb=0)
+    assert cached._cache is not None and fresh._cache is None
+    for _ in range(3):  # random flips of the returned face never alter the kept one
+        for i in range(6):
+            x, ref = cached[i]["hq"], fresh[i]["hq"]
+            assert torch.equal(x, ref) or torch.equal(x, ref.flip(-1))
+    assert len(cached._cache) == 6
+    assert all(torch.equal(cached._cache[i], fresh[i]["hq"]) for i in range(6))
+    # too big for the budget: nothing is kept
+    assert SyntheticFaces(size=512, length=1000)._cache is None
+
+
 def test_datamodule_validation_degradation_is_fixed():
     dm = FaceDataModule(size=32, synthetic_length=20, batch_size=4, val_batch_size=3)
     dm.setup("fit")

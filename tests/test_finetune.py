@@ -85,6 +85,17 @@ def test_init_auto_finds_the_newest_prior(prior_file, tmp_path):
     assert FinetuneModule(model=TINY, init="auto", init_root=str(root)).init_weights() == str(newer)
     with pytest.raises(FileNotFoundError, match="make train"):
         latest_prior(tmp_path)
+    # with a model, the newest prior of that noise mode: the ablations keep one per mode
+    add = PriorModule(model={**TINY, "noise_mode": "add"})
+    older = root / "prior" / "multirun" / "2026-01-02_00-00-00" / "0" / "prior.pt"
+    add.export_weights(older)
+    os.utime(older, (time.time() - 10, time.time() - 10))
+    assert latest_prior(root, {**TINY, "noise_mode": "add"}) == older
+    assert latest_prior(root, TINY) == newer
+    module = FinetuneModule(model={**TINY, "noise_mode": "add"}, init="auto", init_root=str(root))
+    assert module.init_weights() == str(older)
+    with pytest.raises(FileNotFoundError, match=r"model\.noise_mode=none"):
+        latest_prior(root, {**TINY, "noise_mode": "none"})
 
 
 def test_init_mismatch_and_official_gpen(prior_file, tmp_path, caplog):
@@ -141,6 +152,21 @@ def test_optimizer_groups_follow_the_100_10_1_ratio():
     g_opt, _ = frozen.configure_optimizers()
     assert [g["name"] for g in g_opt.param_groups] == ["encoder"]
     assert not any(p.requires_grad for p in frozen.gpen.generator.parameters())
+    # noise_lr="encoder": the noise-injection scales (the gates of the encoder features) move to
+    # the encoder's group, also under a frozen prior; nothing is in two groups
+    for freeze in (False, True):
+        gated = FinetuneModule(model=TINY, init=None, noise_lr="encoder", freeze_prior=freeze)
+        groups = {g["name"]: g["params"] for g in gated.configure_optimizers()[0].param_groups}
+        scales = gated._noise_scales()
+        assert len(scales) == gated.gpen.generator.num_noise
+        assert {id(p) for p in scales} <= {id(p) for p in groups["encoder"]}
+        ids = [id(p) for ps in groups.values() for p in ps]
+        assert len(ids) == len(set(ids))
+        trainable = {id(p) for p in gated.gpen.parameters() if p.requires_grad}
+        assert trainable == set(ids)
+        assert len(groups) == (1 if freeze else 2)
+    with pytest.raises(ValueError, match="noise_lr"):
+        FinetuneModule(model=TINY, init=None, noise_lr="both")
     # with the official regularizers on, the lazy correction scales every group alike
     reg = FinetuneModule(model=TINY, init=None, r1_gamma=10, pl_weight=2)
     g_opt, d_opt = reg.configure_optimizers()
@@ -168,8 +194,9 @@ def test_ablations_and_official_options_run(overrides, tmp_path):
     if "module.freeze_prior=true" in overrides:
         torch.manual_seed(0)  # the decoder never moved from its (seeded) initial weights
         init = FinetuneModule(model=TINY, init=None).gpen.generator.state_dict()
-        for k, v in init.items():
-            assert torch.equal(state[f"gpen.generator.{k}"], v), k
+        for k, v in init.items():  # but the tiny recipe trains its noise scales (noise_lr)
+            moved = not torch.equal(state[f"gpen.generator.{k}"], v)
+            assert moved == k.endswith("noise.weight"), k
     if "module.r1_gamma=10" in overrides:
         assert int(state["r1_steps"]) >= 1 and int(state["pl_steps"]) >= 3
 

@@ -14,7 +14,6 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from gpen_lightning import losses
-from gpen_lightning.io import latest_file
 from gpen_lightning.losses import networks
 from gpen_lightning.losses.phases import FinetuneLoss
 from gpen_lightning.training.base import GANModule, eval_mode
@@ -33,16 +32,24 @@ __all__ = ["FinetuneModule", "latest_prior"]
 log = logging.getLogger(__name__)
 
 
-def latest_prior(root: str | os.PathLike[str]) -> Path:
-    """The newest ``prior.pt`` written by ``stage=prior`` under ``root/prior`` (runs and sweeps)."""
-    found = latest_file(root, "prior", "prior.pt")
-    if found is None:
-        raise FileNotFoundError(
-            f"module.init=auto found no prior under {Path(root, 'prior')}: run `make train` "
-            "(python -m gpen_lightning stage=prior) first, or pass module.init=PATH (a prior.pt, "
-            "or an official GPEN .pth to continue training it), or module.init=none"
-        )
-    return found
+def latest_prior(root: str | os.PathLike[str], model: dict[str, Any] | None = None) -> Path:
+    """The newest ``prior.pt`` written by ``stage=prior`` under ``root/prior`` (runs and sweeps);
+    with ``model`` (``{"name", "noise_mode", ...}``), the newest one trained for that preset and
+    noise mode (the ablations keep one prior per noise mode side by side)."""
+    found = sorted(Path(root, "prior").rglob("prior.pt"), key=lambda p: p.stat().st_mtime)
+    want = {k: model[k] for k in ("name", "noise_mode") if k in model} if model else {}
+    for path in reversed(found):
+        meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("meta", {})
+        if all(meta.get("model", {}).get(k, v) == v for k, v in want.items()):
+            return path
+    which = f" for {want}" if want else ""
+    raise FileNotFoundError(
+        f"module.init=auto found no prior{which} under {Path(root, 'prior')} "
+        f"({len(found)} of another model): run `make train` (python -m gpen_lightning stage=prior"
+        f"{' model.noise_mode=' + want['noise_mode'] if 'noise_mode' in want else ''}) first, or "
+        "pass module.init=PATH (a prior.pt, or an official GPEN .pth to continue training it), "
+        "or module.init=none"
+    )
 
 
 class FinetuneModule(GANModule):
@@ -56,6 +63,11 @@ class FinetuneModule(GANModule):
         init_root: where ``auto`` looks (the runs root, ``paths.log_dir``).
         init_discriminator: optional separate D file (e.g. the official ``-D`` release).
         lr, lr_ratio, betas: encoder lr (0.002) and encoder : decoder : D (100 : 10 : 1); Adam.
+        noise_lr: the part whose learning rate trains the decoder's noise-injection scales,
+            through which the encoder features enter the prior: ``"decoder"`` (the paper: they
+            belong to the prior) or ``"encoder"``. Pre-training on random noise leaves them near
+            0 (about 0.003 in a tiny prior), so at the decoder's rate the encoder features reach
+            the output slowly; with ``"encoder"`` they also train when ``freeze_prior`` is set.
         adv_weight, content, content_weight, fm_weight: ``L_A`` weight, ``"l1"`` (paper) or
             ``"smooth_l1"`` (official script) and alpha (1), beta of ``L_F`` (0.02).
         r1_gamma, r1_every, pl_weight, pl_every, pl_decay, pl_batch_shrink: optional
@@ -85,6 +97,7 @@ class FinetuneModule(GANModule):
         init_discriminator: str | None = None,
         lr: float = 0.002,
         lr_ratio: tuple[float, float, float] = (100.0, 10.0, 1.0),
+        noise_lr: Literal["decoder", "encoder"] = "decoder",
         betas: tuple[float, float] = (0.0, 0.99),
         adv_weight: float = 1.0,
         content: Literal["l1", "smooth_l1"] = "l1",
@@ -125,8 +138,12 @@ class FinetuneModule(GANModule):
         set_memory_format(self.gpen, self.discriminator, channels_last=channels_last)
         self.g_ema = copy.deepcopy(self.gpen).requires_grad_(False)
         self.trained = self.gpen
+        if noise_lr not in ("decoder", "encoder"):
+            raise ValueError(f"noise_lr must be 'decoder' or 'encoder', got {noise_lr!r}")
         if freeze_prior:
             self.gpen.generator.requires_grad_(False)
+            for p in self._noise_scales() if noise_lr == "encoder" else ():
+                p.requires_grad_(True)
         e, dec, d = lr_ratio
         self.lrs = {"encoder": lr, "decoder": lr * dec / e, "discriminator": lr * d / e}
         weights = {"adv": adv_weight, "content": content_weight, "fm": fm_weight}
@@ -157,6 +174,7 @@ class FinetuneModule(GANModule):
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.val_psnr_input = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
+        self.val_ssim_input = StructuralSimilarityIndexMeasure(data_range=1.0)
         self._initialized = False
         self._samples: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -174,7 +192,11 @@ class FinetuneModule(GANModule):
         init = self.hparams.init
         if init is None or str(init).lower() == "none":
             return None
-        path = latest_prior(self.hparams.init_root) if init == "auto" else Path(init)
+        path = (
+            latest_prior(self.hparams.init_root, self.hparams.model)
+            if init == "auto"
+            else Path(init)
+        )
         net = load_official(path)
         try:
             if isinstance(net, Generator):
@@ -208,12 +230,19 @@ class FinetuneModule(GANModule):
         return str(path)
 
     # -- optimisation ----------------------------------------------------------------------
+    def _noise_scales(self) -> list[torch.nn.Parameter]:
+        """The decoder's noise-injection scales: the gates through which encoder features enter."""
+        gen = self.gpen.generator
+        return [p for n, p in gen.named_parameters() if n.endswith("noise.weight")]
+
     def configure_optimizers(self):
         g = self.gpen
         enc = [p for m in (*g.encoder, g.final_linear) for p in m.parameters()]
-        groups = [{"params": enc, "lr": self.lrs["encoder"], "name": "encoder"}]
+        bridge = self._noise_scales() if self.hparams.noise_lr == "encoder" else []
+        groups = [{"params": enc + bridge, "lr": self.lrs["encoder"], "name": "encoder"}]
         if not self.hparams.freeze_prior:
-            dec = list(g.generator.parameters())
+            skip = {id(p) for p in bridge}
+            dec = [p for p in g.generator.parameters() if id(p) not in skip]
             groups.append({"params": dec, "lr": self.lrs["decoder"], "name": "decoder"})
         g_kw, d_kw = self.pl.adam_kwargs(), self.r1.adam_kwargs()  # lazy-reg corrections
         for group in groups:
@@ -237,11 +266,13 @@ class FinetuneModule(GANModule):
         self.val_psnr(to01(out), to01(hq))
         self.val_ssim(to01(out), to01(hq))
         self.val_psnr_input(to01(lq), to01(hq))
+        self.val_ssim_input(to01(lq), to01(hq))
         b = lq.shape[0]
         metrics = {
             "val/psnr": self.val_psnr,
             "val/ssim": self.val_ssim,
             "val/psnr_input": self.val_psnr_input,
+            "val/ssim_input": self.val_ssim_input,
             "val/l1": (out - hq.float()).abs().mean() / 2,  # on [0, 1]
         }
         if "lpips" in self.aux:

@@ -55,6 +55,7 @@ def test_every_config_option_composes_and_resolves(override, tmp_path):
         "stage=finetune": "finetune",
         "experiment=gpen512_paper": "finetune",
         "experiment=gpen512_official": "finetune",
+        "hparams_search=ablation": "finetune",
     }
     assert cfg.task_name == stage.get(override, "prior")
     modules = {"prior": "PriorModule", "finetune": "FinetuneModule"}

@@ -32,6 +32,9 @@ def _cfg(tmp_path: Path, *overrides: str):
             "data.synthetic_length=64",
             "trainer.enable_progress_bar=false",
             "trainer.enable_model_summary=false",
+            # the StyleGAN2 recipe (the tiny presets turn path length and mixing off)
+            "model.recipe.pl_weight=2.0",
+            "model.recipe.mixing_prob=0.9",
             *overrides,
         ]
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,6 @@ from gpen_lightning.io import atomic_write
 from gpen_lightning.zoo.official import load_official
 
 __all__ = ["AblationReport", "ablation_report", "find_jobs"]
-
-log = logging.getLogger(__name__)
 
 
 def find_jobs(sweep_dir: str | Path) -> list[tuple[str, Path]]:

@@ -31,7 +31,13 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def latest_file(root: str | os.PathLike[str], stage: str, name: str) -> Path | None:
-    """The newest ``name`` written by ``stage`` runs under ``root/stage`` (runs and sweeps)."""
-    found = sorted(Path(root, stage).rglob(name), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+def latest_file(
+    root: str | os.PathLike[str],
+    stage: str,
+    name: str,
+    where: Callable[[Path], bool] | None = None,
+) -> Path | None:
+    """The newest ``name`` written by ``stage`` runs under ``root/stage`` (runs and sweeps); with
+    ``where``, the newest for which ``where(path)`` holds (tried newest first)."""
+    found = sorted(Path(root, stage).rglob(name), key=lambda p: p.stat().st_mtime, reverse=True)
+    return next((p for p in found if where is None or where(p)), None)

@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from gpen_lightning import losses
+from gpen_lightning.io import latest_file
 from gpen_lightning.losses import networks
 from gpen_lightning.losses.phases import FinetuneLoss
 from gpen_lightning.training.base import GANModule, eval_mode
@@ -36,20 +37,22 @@ def latest_prior(root: str | os.PathLike[str], model: dict[str, Any] | None = No
     """The newest ``prior.pt`` written by ``stage=prior`` under ``root/prior`` (runs and sweeps);
     with ``model`` (``{"name", "noise_mode", ...}``), the newest one trained for that preset and
     noise mode (the ablations keep one prior per noise mode side by side)."""
-    found = sorted(Path(root, "prior").rglob("prior.pt"), key=lambda p: p.stat().st_mtime)
     want = {k: model[k] for k in ("name", "noise_mode") if k in model} if model else {}
-    for path in reversed(found):
+
+    def fits(path: Path) -> bool:
         meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("meta", {})
-        if all(meta.get("model", {}).get(k, v) == v for k, v in want.items()):
-            return path
-    which = f" for {want}" if want else ""
-    raise FileNotFoundError(
-        f"module.init=auto found no prior{which} under {Path(root, 'prior')} "
-        f"({len(found)} of another model): run `make train` (python -m gpen_lightning stage=prior"
-        f"{' model.noise_mode=' + want['noise_mode'] if 'noise_mode' in want else ''}) first, or "
-        "pass module.init=PATH (a prior.pt, or an official GPEN .pth to continue training it), "
-        "or module.init=none"
-    )
+        return all(meta.get("model", {}).get(k, v) == v for k, v in want.items())
+
+    found = latest_file(root, "prior", "prior.pt", where=fits if want else None)
+    if found is None:
+        raise FileNotFoundError(
+            f"module.init=auto found no prior{f' for {want}' if want else ''} under "
+            f"{Path(root, 'prior')}: run `make train` (python -m gpen_lightning stage=prior"
+            f"{' model.noise_mode=' + want['noise_mode'] if 'noise_mode' in want else ''}) first, "
+            "or pass module.init=PATH (a prior.pt, or an official GPEN .pth to continue training "
+            "it), or module.init=none"
+        )
+    return found
 
 
 class FinetuneModule(GANModule):

@@ -40,7 +40,12 @@ def _options(group: str) -> list[str]:
     [f"{g}={o}" for g in [*GROUPS, "stage"] for o in _options(g)],
 )
 def test_every_config_option_composes_and_resolves(override, tmp_path):
-    needs_root = ("data=folder", "experiment=ffhq512", "experiment=gpen512_paper")
+    needs_root = (
+        "data=folder",
+        "experiment=ffhq512",
+        "experiment=gpen512_paper",
+        "experiment=faces64",
+    )
     extra = ["data.root=/data/ffhq"] if override in needs_root else []
     if override == "stage=restore":
         extra = ["input=photos/"]

@@ -40,6 +40,9 @@ def test_every_model_option_is_the_zoo_preset_of_the_same_name():
             "mixing_prob",
             "adv_weight",
             "noise_lr",
+            "finetune_lr",
+            "finetune_betas",
+            "fm_weight",
         }, name
 
 

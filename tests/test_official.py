@@ -28,7 +28,7 @@ def _randomise(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-@pytest.mark.parametrize("name", ["gpen-tiny-32", "gpen-tiny-64", "gpen-tiny-128"])
+@pytest.mark.parametrize("name", ["gpen-tiny-32", "gpen-tiny-64", "gpen-slim-64", "gpen-tiny-128"])
 @pytest.mark.parametrize("mode", ["concat", "add", "none"])
 def test_export_load_round_trip_is_exact(tmp_path, name, mode):
     model = _randomise(build(name, noise_mode=mode)).eval()

@@ -22,14 +22,23 @@ QUICK = [
 ]
 
 
-def test_faces64_composes_for_both_stages_on_a_folder():
+def test_faces64_composes_for_both_stages_on_a_folder(tmp_path):
     for stage in ("prior", "finetune"):
-        cfg = compose(["experiment=faces64", f"stage={stage}", "data.root=/data/faces"])
+        overrides = [f"stage={stage}", "data.root=/data/faces", f"paths.output_dir={tmp_path}"]
+        cfg = compose(["experiment=faces64", *overrides])
         OmegaConf.resolve(cfg)
         assert cfg.task_name == stage and cfg.model.name == "gpen-slim-64"
         assert cfg.data._target_.endswith("FaceDataModule") and cfg.data.root == "/data/faces"
         assert cfg.data.size == 64 and cfg.trainer.accelerator == "cpu"
         assert list(cfg.logger) == ["csv"]
+    # the slim recipe reaches the fine-tuning module; the prior keeps the StyleGAN2 rate
+    assert cfg.module.lr == 0.02 and list(cfg.module.betas) == [0.9, 0.99]
+    assert cfg.module.fm_weight == 0.0 and cfg.module.adv_weight == 0.01
+    prior = compose(["experiment=faces64", "data.root=/d", f"paths.output_dir={tmp_path}"])
+    assert prior.module.lr == 0.002 and list(prior.module.betas) == [0.0, 0.99]
+    paper = compose(["stage=finetune", "model=gpen-bfr-512", f"paths.output_dir={tmp_path}"])
+    assert (paper.module.lr, paper.module.fm_weight, paper.module.adv_weight) == (0.002, 0.02, 1)
+    assert list(paper.module.betas) == [0.0, 0.99]
     # the slim preset is tiny-32's width carried to 64 px: 32 channels, 16 at 64 px
     slim, tiny = get_preset("gpen-slim-64"), get_preset("gpen-tiny-32")
     assert (slim.style_dim, slim.n_mlp, slim.narrow) == (tiny.style_dim, tiny.n_mlp, tiny.narrow)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from hydra.utils import instantiate
 from PIL import Image
 
 from gpen_lightning.ablation import ablation_report, find_jobs
 from gpen_lightning.config import compose
+from gpen_lightning.training import PriorModule
 from tests.test_cli import FAST, _cli
 
 VARIANTS = ["full", "frozen_prior", "add_noise", "no_noise"]
@@ -28,6 +30,17 @@ def test_ablation_composes_as_a_finetune_sweep_over_the_four_variants():
     }
     assert [v for v, c in modes.items() if c.module.freeze_prior] == ["frozen_prior"]
     assert all(c.module.model.noise_mode == c.model.noise_mode for c in modes.values())
+    assert compose(["stage=finetune", "module.freeze_prior=true"]).module.freeze_prior
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_ablation_variant_selects_its_prior_stage(variant):
+    # stage=prior ablation=<v> trains the prior that variant fine-tunes from: its noise mode,
+    # and a module that builds (the fine-tuning-only freeze_prior does not reach PriorModule)
+    cfg = compose(["stage=prior", f"ablation={variant}"])
+    module = instantiate(cfg.module)
+    assert isinstance(module, PriorModule) and "freeze_prior" not in cfg.module
+    assert module.hparams.model["noise_mode"] == cfg.model.noise_mode
 
 
 def test_ablation_sweep_end_to_end_writes_one_report(tmp_path):

@@ -108,6 +108,9 @@ def test_presets_pick_their_recipe_and_the_scale_follows_the_global_batch():
     paper = compose(["model=gpen-bfr-512"]).module  # the paper's values, exactly
     assert (paper.lr, paper.r1_gamma, paper.ema_half_life_kimg) == (0.002, 10.0, 10.0)
     assert compose(["model=gpen-tiny-64"]).module.r1_gamma == 10.0  # the tiny presets too
+    # make train's preset pre-trains at 5x the rate; its fine-tuning keeps the StyleGAN2 rate
+    assert compose([]).module.lr == 0.01 and compose(["model=gpen-tiny-64"]).module.lr == 0.002
+    assert compose(["stage=finetune"]).module.lr == 0.002
     tiny = compose(["model=gpen-tiny-64", "recipe=auto"])
     assert tiny.module.r1_gamma == pytest.approx(0.0002 * 64**2 / 8)
     assert tiny.module.lr == 0.0025 and tiny.module.ema_half_life_kimg == pytest.approx(2.5)

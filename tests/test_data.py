@@ -127,6 +127,43 @@ def test_datamodule_validation_degradation_is_fixed():
     torch.testing.assert_close(first["lq"][0], batches[0]["lq"][0])
 
 
+def test_validation_cache_returns_the_same_faces_without_degrading_again(monkeypatch):
+    calls = []
+    forward = Degradation.forward
+    monkeypatch.setattr(
+        Degradation, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k)
+    )
+
+    def val_pass(dm):
+        return [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()]
+
+    kw = dict(size=32, synthetic_length=40, batch_size=4, val_batch_size=3)
+    plain = FaceDataModule(**kw, val_cache_mb=0)
+    cached = FaceDataModule(**kw)
+    for dm in (plain, cached):
+        dm.setup("fit")
+    reference = val_pass(plain)
+    val_pass(plain)
+    assert len(calls) == 2 * len(plain.val_set) == 8  # no cache: degraded at every pass
+    calls.clear()
+    first, second = val_pass(cached), val_pass(cached)
+    assert len(calls) == len(cached.val_set)  # cached: degraded once
+    for ref, a, b in zip(reference, first, second):
+        for key in ("lq", "hq"):
+            assert torch.equal(ref[key], a[key]) and torch.equal(a[key], b[key])
+        for name, value in ref["params"].items():
+            assert torch.equal(value, b["params"][name])
+    # a new seed is a new set of faces, degraded again; a budget of one face keeps one face
+    calls.clear()
+    cached.val_seed += 1
+    reseeded = val_pass(cached)
+    assert len(calls) == 4 and not torch.equal(reseeded[0]["lq"], first[0]["lq"])
+    one = FaceDataModule(**kw, val_cache_mb=3 * 32 * 32 * 2.5 / 2**20)
+    one.setup("fit")
+    val_pass(one)
+    assert len(one._val_cache.items) == 1
+
+
 class _Probe(L.LightningModule):
     """Records what the training and validation steps receive."""
 

@@ -45,6 +45,9 @@ PRESETS: dict[str, Preset] = {
     "gpen-tiny-64": Preset(64, style_dim=128, n_mlp=4, channel_multiplier=2, narrow=0.25),
     "gpen-slim-64": Preset(64, style_dim=64, n_mlp=2, channel_multiplier=1, narrow=0.0625),
     "gpen-tiny-128": Preset(128, style_dim=128, n_mlp=4, channel_multiplier=1, narrow=0.125),
+    # base-128 is the GPEN-BFR-256 release's width at 128 px (256 channels, 64 at 128 px) with
+    # StyleGAN2-ADA's 2-layer mapping: real faces on one GPU (experiment=faces128).
+    "gpen-base-128": Preset(128, n_mlp=2, channel_multiplier=1, narrow=0.5),
 }
 
 

@@ -1,12 +1,16 @@
-"""experiment=faces64: real faces at 64 px, prior then fine-tune then evaluate, from the CLI."""
+"""The real-face experiments: faces64 (CPU, prior then fine-tune then evaluate, from the CLI) and
+faces128 (one GPU, wall-clock budgets per stage)."""
 
 from __future__ import annotations
 
 import json
 
+import torch
 from omegaconf import OmegaConf
 
 from gpen_lightning.config import compose
+from gpen_lightning.recipes import auto_recipe
+from gpen_lightning.train import train
 from gpen_lightning.zoo import build, get_preset
 from tests.conftest import shared_path
 from tests.test_cli import _cli
@@ -68,3 +72,50 @@ def test_faces64_three_commands_on_real_faces(tmp_path):
     assert "GPEN-64" in json.dumps(report)
     assert set(report["metrics"]) >= {"input", "bicubic", "gpen"}
     assert all(0 < row["psnr"] < 60 for row in report["metrics"].values())
+
+
+def test_faces128_composes_for_one_gpu_with_a_wall_budget_per_stage(tmp_path):
+    budgets = {"prior": ("00:00:04:30", 200, 0.0025), "finetune": ("00:00:02:45", 100, 0.02)}
+    for stage, (max_time, max_kimg, lr) in budgets.items():
+        overrides = [f"stage={stage}", "data.root=/data/faces", f"paths.output_dir={tmp_path}"]
+        cfg = compose(["experiment=faces128", *overrides])
+        OmegaConf.resolve(cfg)
+        assert cfg.model.name == "gpen-base-128" and cfg.data.size == 128
+        assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+        assert cfg.trainer.max_time == max_time and cfg.module.max_kimg == max_kimg
+        assert cfg.module.lr == lr and cfg.data.batch_size == 32
+    # the prior recipe is StyleGAN2-ADA's auto at 128 px, batch 32, one device
+    recipe = cfg.model.recipe
+    auto = auto_recipe(128, 32)
+    assert (recipe.lr, recipe.r1_gamma) == (auto["lr"], auto["r1_gamma"])
+    assert recipe.ema_half_life_kimg == auto["ema_half_life_kimg"]
+    # without the experiment no stage has a wall budget; the CLI can still move to a CPU
+    plain = compose(["data.root=/d", f"paths.output_dir={tmp_path}"])
+    assert plain.trainer.max_time is None
+    cpu = compose(["experiment=faces128", "trainer=cpu", "data.root=/d"])
+    assert cpu.trainer.accelerator == "cpu" and cpu.trainer.max_time == "00:00:04:30"
+    # gpen-base-128: GPEN-BFR-256's width at 128 px (256 channels, 64 at 128 px)
+    base, bfr256 = get_preset("gpen-base-128"), get_preset("gpen-bfr-256")
+    assert (base.channel_multiplier, base.narrow) == (bfr256.channel_multiplier, bfr256.narrow)
+    with torch.device("meta"):
+        net = build("gpen-base-128")
+    assert net.size == 128 and net.generator.convs[-1].conv.weight.shape[1] == 64
+    assert net.generator.convs[0].conv.weight.shape[1] == 256
+
+
+def test_wall_budget_stops_a_stage_and_still_exports(tmp_path):
+    cfg = compose(
+        [
+            "logger=csv",
+            f"paths.output_dir={tmp_path}",
+            "model.recipe.prior_kimg=1000",
+            "+model.recipe.prior_max_time=00:00:00:02",
+            "data.synthetic_length=64",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+        ]
+    )
+    assert cfg.trainer.max_time == "00:00:00:02"
+    result = train(cfg)
+    assert 0 < result["kimg"] < 1 and not result["diverged"]
+    assert result["export"] and torch.load(result["export"], weights_only=True)["meta"]["kimg"] > 0

@@ -1,23 +1,22 @@
 """Model zoo: pure ``torch.nn`` GPEN networks (no Lightning), presets and official-checkpoint I/O.
 
-Layering (imports flow one way): ``ops`` -> ``layers`` -> ``generator`` -> ``gpen`` /
+Layering (imports flow one way): ``ops`` -> ``layers`` -> ``blocks`` / ``generator`` -> ``gpen`` /
 ``discriminator`` -> ``presets`` / ``official``.
 """
 
+from gpen_lightning.zoo.blocks import ConvLayer, ResBlock
 from gpen_lightning.zoo.discriminator import Discriminator, minibatch_stddev
 from gpen_lightning.zoo.generator import Generator, channel_table
 from gpen_lightning.zoo.gpen import GPEN
 from gpen_lightning.zoo.layers import (
     Blur,
     ConstantInput,
-    ConvLayer,
     EqualConv2d,
     EqualLinear,
     FusedLeakyReLU,
     ModulatedConv2d,
     NoiseInjection,
     PixelNorm,
-    ResBlock,
     StyledConv,
     ToRGB,
     Upsample,

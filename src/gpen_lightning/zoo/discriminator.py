@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from gpen_lightning.zoo.blocks import ConvLayer, ResBlock
 from gpen_lightning.zoo.generator import channel_table, log2_size
-from gpen_lightning.zoo.layers import BLUR_TAPS, ConvLayer, EqualLinear, ResBlock
+from gpen_lightning.zoo.layers import BLUR_TAPS, EqualLinear
 
 __all__ = ["Discriminator", "minibatch_stddev"]
 

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from gpen_lightning.zoo.blocks import ConvLayer
 from gpen_lightning.zoo.generator import Generator, channel_table, log2_size
-from gpen_lightning.zoo.layers import BLUR_TAPS, ConvLayer, EqualLinear, NoiseMode
+from gpen_lightning.zoo.layers import BLUR_TAPS, EqualLinear, NoiseMode
 
 __all__ = ["GPEN"]
 

@@ -1,4 +1,4 @@
-"""Building blocks of the GPEN prior, encoder and discriminator (StyleGAN2 with concatenated noise).
+"""Layers of the GPEN prior, encoder and discriminator (StyleGAN2 with concatenated noise).
 
 Module and parameter names follow the official GPEN / rosinality layout, so our state dicts are
 the official checkpoints' (see ``official.py``). Every layer uses the equalised learning rate:
@@ -379,72 +379,3 @@ class ToRGB(nn.Module):
         if skip is not None:
             out = out + self.upsample(skip)
         return out
-
-
-class ConvLayer(nn.Sequential):
-    """[Blur] + equalised conv + [bias/leaky ReLU]: (B, in, H, W) -> (B, out, H or H/2, ...).
-
-    With ``downsample`` the conv has stride 2 after a [1,3,3,1] blur (the encoder and D blocks).
-    With ``activate`` the bias lives in the fused activation; ``bias=False`` is for linear layers
-    (the residual skip).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        *,
-        downsample: bool = False,
-        bias: bool = True,
-        activate: bool = True,
-        blur_taps: Sequence[int] = BLUR_TAPS,
-    ) -> None:
-        if activate and not bias:
-            raise ValueError("ConvLayer(activate=True) keeps its bias in the activation: bias=True")
-        layers: list[nn.Module] = []
-        if downsample:
-            p = (len(blur_taps) - 2) + (kernel_size - 1)
-            layers.append(Blur(blur_taps, pad=((p + 1) // 2, p // 2)))
-            stride, padding = 2, 0
-        else:
-            stride, padding = 1, kernel_size // 2
-        layers.append(
-            EqualConv2d(
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride=stride,
-                padding=padding,
-                bias=bias and not activate,
-            )
-        )
-        if activate:
-            layers.append(FusedLeakyReLU(out_channels, inplace=True))
-        super().__init__(*layers)
-
-
-class ResBlock(nn.Module):
-    """Residual D block: (B, in, H, W) -> (B, out, H/2, W/2).
-
-    ``(conv2(conv1(x)) + skip(x)) / sqrt(2)``; conv2 and the 1x1 skip downsample (blur + stride 2).
-    """
-
-    def __init__(
-        self, in_channels: int, out_channels: int, *, blur_taps: Sequence[int] = BLUR_TAPS
-    ) -> None:
-        super().__init__()
-        self.conv1 = ConvLayer(in_channels, in_channels, 3, blur_taps=blur_taps)
-        self.conv2 = ConvLayer(in_channels, out_channels, 3, downsample=True, blur_taps=blur_taps)
-        self.skip = ConvLayer(
-            in_channels,
-            out_channels,
-            1,
-            downsample=True,
-            activate=False,
-            bias=False,
-            blur_taps=blur_taps,
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.conv2(self.conv1(x)) + self.skip(x)) / math.sqrt(2)

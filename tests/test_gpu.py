@@ -83,7 +83,20 @@ def test_degradation_on_cuda_matches_cpu_for_the_same_seed():
     assert abs(s_cpu - s_gpu) / s_cpu < 0.1
 
 
-def test_restoration_on_cuda_matches_cpu():
+@pytest.fixture
+def exact_fp32():
+    """fp32 convolutions and matmuls without TF32 (``train()`` turns it on for the process), so
+    the comparisons below measure algorithm and batch-shape differences only."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_restoration_on_cuda_matches_cpu(exact_fp32):
+    """CUDA against CPU (different kernels and reduction orders) within 2e-3 of outputs in
+    [-1, 1]; the CUDA graph (batch 4, padded) against eager (batch 3) within 1e-4: cuDNN may pick
+    another algorithm for another batch shape, so equality is not the claim."""
     torch.manual_seed(0)
     net = build("gpen-bfr-256").eval()
     crops = torch.rand(3, 3, 256, 256) * 2 - 1
@@ -93,5 +106,5 @@ def test_restoration_on_cuda_matches_cpu():
     bf16 = Restorer(net, device="cuda", bf16=True).restore_faces(crops).cpu()
     assert (bf16 - ref).abs().mean() < 0.02
     graphed = Restorer(net, device="cuda", batch_size=4, cuda_graph=True)
-    torch.testing.assert_close(graphed.restore_faces(crops).cpu(), eager, atol=1e-5, rtol=0)
-    torch.testing.assert_close(graphed.restore_faces(crops[:1]).cpu(), eager[:1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(graphed.restore_faces(crops).cpu(), eager, atol=1e-4, rtol=0)
+    torch.testing.assert_close(graphed.restore_faces(crops[:1]).cpu(), eager[:1], atol=1e-4, rtol=0)

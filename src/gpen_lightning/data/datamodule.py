@@ -131,8 +131,9 @@ class FaceDataModule(L.LightningDataModule):
                 self._train_gen = self._new_train_generator()
             out = self.degradation(hq, generator=self._train_gen)
         else:
+            indices = batch.get("host_index", batch["index"])  # host list: no read-back
             out = degrade_fixed(
-                self.val_degradation, hq, batch["index"], seed=self.val_seed, cache=self._cache()
+                self.val_degradation, hq, indices, seed=self.val_seed, cache=self._cache()
             )
         return {
             "lq": _to_signed(out["lq"]),
@@ -147,6 +148,13 @@ class FaceDataModule(L.LightningDataModule):
         if self._val_cache is None or self._val_cache.key != key:
             self._val_cache = FixedCache(self.val_cache_mb, key=key)
         return self._val_cache
+
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Keep the dataset indices as a host list too: the fixed validation degradation seeds
+        from them, and reading them back from the device would stall its queue."""
+        if isinstance(batch, dict) and isinstance(batch.get("index"), torch.Tensor):
+            batch = {**batch, "host_index": batch["index"].tolist()}
+        return batch
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if not self.degrade:
@@ -180,7 +188,7 @@ class FixedCache:
 def degrade_fixed(
     degradation: Degradation,
     hq: torch.Tensor,
-    indices: torch.Tensor,
+    indices: torch.Tensor | list[int],
     *,
     seed: int,
     cache: FixedCache | None = None,
@@ -190,7 +198,8 @@ def degrade_fixed(
     ``cache`` (for one dataset, one degradation and one seed) returns the faces it holds instead.
     """
     parts = []
-    for i, idx in enumerate(indices.tolist()):
+    indices = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
+    for i, idx in enumerate(indices):
         part = cache.get(idx, hq.device) if cache is not None else None
         if part is None:
             part = degradation(hq[i : i + 1], seed=stream_seed(seed, int(idx)))

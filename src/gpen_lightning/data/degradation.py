@@ -39,6 +39,24 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     )
 
 
+def params_to(p: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The per-sample parameters (host tensors with B rows) on ``device`` in one copy: packed into
+    one float64 (B, K) block (exact for every long, bool and float32 value), pinned when it goes
+    to a GPU, sent without blocking the host, and split back into their dtypes there."""
+    if device.type == "cpu":
+        return p
+    cols = [v.reshape(len(v), -1).double() for v in p.values()]
+    block = torch.cat(cols, 1)
+    if device.type == "cuda" and block.device.type == "cpu":
+        block = block.pin_memory()
+    block = block.to(device, non_blocking=True)
+    out, start = {}, 0
+    for (key, v), col in zip(p.items(), cols):
+        out[key] = block[:, start : start + col.shape[1]].reshape(v.shape).to(v.dtype)
+        start += col.shape[1]
+    return out
+
+
 def _check_range(name: str, value: Range, lo: float = -math.inf) -> tuple[float, float] | None:
     if value is None:
         return None
@@ -163,17 +181,19 @@ class Degradation(nn.Module):
         return p
 
     # ------------------------------------------------------------------ ops
-    def blur(self, x: torch.Tensor, p: dict) -> torch.Tensor:
-        """Per-sample Gaussian / motion blur (reflect borders): (B, C, H, W) -> same."""
-        kind = p["blur_kind"].to(x.device)
-        if not bool((kind > 0).any()):
+    def blur(self, x: torch.Tensor, p: dict, dp: dict | None = None) -> torch.Tensor:
+        """Per-sample Gaussian / motion blur (reflect borders): (B, C, H, W) -> same. ``p``: the
+        host parameters (which kinds were drawn is decided on them), ``dp``: the same on the
+        device of ``x`` (``params_to``)."""
+        dp = params_to(p, x.device) if dp is None else dp
+        if not bool((p["blur_kind"] > 0).any()):  # host values: no device read-back
             return x
-        f = lambda key: p[key].to(x.device, x.dtype)  # noqa: E731
+        f = lambda key: dp[key].to(x.dtype)  # noqa: E731
         k = gaussian_kernels(f("sigma_x"), f("sigma_y"), f("theta"), self.kernel_size)
-        motion = kind == 3
-        if bool(motion.any()):  # motion kernels only when a sample drew one
+        kind = dp["blur_kind"]
+        if bool((p["blur_kind"] == 3).any()):  # motion kernels only when a sample drew one
             km = motion_kernels(f("motion_length"), f("motion_angle"), self.kernel_size)
-            k = torch.where(motion[:, None, None], km, k)
+            k = torch.where((kind == 3)[:, None, None], km, k)
         out = kornia.filters.filter2d(x, k, border_type="reflect")
         return torch.where((kind > 0)[:, None, None, None], out, x)
 
@@ -181,15 +201,19 @@ class Degradation(nn.Module):
         h, w = size
         return [(max(1, int(h / s)), max(1, int(w / s))) for s in p["scale"].tolist()]
 
-    def noise_(self, x: torch.Tensor, p: dict, g: torch.Generator | None) -> torch.Tensor:
-        """Gaussian noise (sigma on the 0-255 scale), then optional Poisson noise."""
-        sigma = (p["noise_sigma"] / 255).to(x.device, x.dtype)[:, None, None, None]
+    def noise_(
+        self, x: torch.Tensor, p: dict, g: torch.Generator | None, dp: dict | None = None
+    ) -> torch.Tensor:
+        """Gaussian noise (sigma on the 0-255 scale), then optional Poisson noise. ``p``, ``dp``:
+        host and device parameters (see ``blur``)."""
+        dp = params_to(p, x.device) if dp is None else dp
         if self.noise:
+            sigma = (dp["noise_sigma"] / 255).to(x.dtype)[:, None, None, None]
             x = x + torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype) * sigma
         if bool(p["poisson"].any()):
-            vals = (10 ** p["poisson_scale"]).to(x.device, x.dtype)[:, None, None, None] * 255
+            vals = (10 ** dp["poisson_scale"]).to(x.dtype)[:, None, None, None] * 255
             shot = torch.poisson(x.clamp(0, 1) * vals, generator=g) / vals - x.clamp(0, 1)
-            x = x + shot * p["poisson"].to(x.device)[:, None, None, None]
+            x = x + shot * dp["poisson"][:, None, None, None]
         return x
 
     def forward(
@@ -209,15 +233,17 @@ class Degradation(nn.Module):
         p = params if params is not None else self.sample_params(b, generator)
         # large random tensors are drawn on the data's device, seeded from the CPU generator
         dseed = int(torch.randint(0, 2**62, (), generator=generator))
-        dgen = torch.Generator(device=device).manual_seed(dseed)
+        # (the meta device of the shape checks has no generator and draws nothing)
+        dgen = None if device.type == "meta" else torch.Generator(device=device).manual_seed(dseed)
+        dp = params_to(p, device)
         with torch.no_grad():
             x = hq.float() / 255 if dtype == torch.uint8 else hq.float()
             target = x
-            x = (x + p["color_shift"].to(device)[:, :, None, None]).clamp(0, 1)
-            x = self.blur(x, p)
-            x = self.degrade_lowres(x, p, dgen)
-            gray = p["gray"].to(device)[:, None, None, None]
-            if bool(gray.any()):
+            x = (x + dp["color_shift"][:, :, None, None]).clamp(0, 1)
+            x = self.blur(x, p, dp)
+            x = self.degrade_lowres(x, p, dgen, dp)
+            gray = dp["gray"][:, None, None, None]
+            if bool(p["gray"].any()):
                 x = torch.where(gray, kornia.color.rgb_to_grayscale(x).expand_as(x), x)
                 if self.task != "colorization":
                     target = torch.where(
@@ -228,14 +254,16 @@ class Degradation(nn.Module):
                 if h != w:
                     m = F.interpolate(m, size=(h, w), mode="nearest")
                 x = x * (1 - m) + m
-                p["mask_fraction"] = m.mean((1, 2, 3)).cpu()
+                p["mask_fraction"] = m.mean((1, 2, 3))  # on the device: no read-back
         return {
             "lq": self._restore_dtype(x, dtype),
             "hq": self._restore_dtype(target, dtype),
             "params": p,
         }
 
-    def degrade_lowres(self, x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
+    def degrade_lowres(
+        self, x: torch.Tensor, p: dict, g: torch.Generator, dp: dict | None = None
+    ) -> torch.Tensor:
         """Downsample each sample, add noise, JPEG, round to 8 bit, resize back to (H, W).
 
         Samples of different low-res sizes share one canvas (edge-replicated, as a JPEG encoder
@@ -248,10 +276,12 @@ class Degradation(nn.Module):
         for i, (sh, sw) in enumerate(sizes):
             small = _resize(x[i : i + 1], (sh, sw))
             canvas[i : i + 1] = F.pad(small, (0, cw - sw, 0, ch - sh), mode="replicate")
-        canvas = self.noise_(canvas, p, g).clamp(0, 1)
+        canvas = self.noise_(canvas, p, g, dp).clamp(0, 1)
         if self.jpeg:
+            # the qualities stay host values: kornia checks their range on them (no device
+            # read-back) and sends them over without blocking
             canvas = kornia.enhance.jpeg_codec_differentiable(
-                canvas, p["jpeg_quality"].to(canvas.device, canvas.dtype)
+                canvas, p["jpeg_quality"].to(canvas.dtype)
             )
         canvas = (canvas.clamp(0, 1) * 255).round() / 255
         out = torch.empty_like(x)

@@ -100,7 +100,7 @@ def brush_masks(
             steps = torch.rand(n_vert - 1, generator=generator) * size / 4
             moves = torch.stack([torch.sin(angles), torch.cos(angles)], 1) * steps[:, None]
             pts = torch.cat([start[None], start[None] + moves.cumsum(0)]).clamp(0, size - 1)
-            pts = pts.to(device)
+            pts = pts.to(device, non_blocking=True)  # a fresh pageable source: staged at once
             dist = segment_distance(yy, xx, pts[:-1], pts[1:])  # (segments, H, W)
             masks[i, 0] = torch.maximum(masks[i, 0], (dist.amin(0) <= radius).float())
     return masks

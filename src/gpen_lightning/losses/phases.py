@@ -97,8 +97,11 @@ class GANLoss:
 
     # -- the stage-specific parts ------------------------------------------------------------
     def real(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The real images D sees: (B, 3, S, S)."""
-        return batch["hq"]
+        """The real images D sees: (B, 3, S, S), in D's activation layout (the fakes' one), so
+        that both go through one compiled graph."""
+        fmt = getattr(self.D, "memory_format", None)
+        hq = batch["hq"]
+        return hq if fmt is None else hq.contiguous(memory_format=fmt)
 
     def fake(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Generated images for the D phase, without a graph: (B, 3, S, S)."""
@@ -236,7 +239,7 @@ class FinetuneLoss(GANLoss):
         if self.weights.get("fm", 0) != 0:
             logits, fake_feats = self.d_main_forward(out, return_features=True)
             with torch.no_grad():
-                _, real_feats = self.d_main_forward(hq, return_features=True)
+                _, real_feats = self.d_main_forward(self.real(batch), return_features=True)
             terms["fm"] = restoration.feature_matching_loss(fake_feats, real_feats)
         else:  # no feature matching (the official script): no D pass over the HQ faces
             logits = self.d_main_forward(out)

@@ -194,12 +194,19 @@ class GANModule(L.LightningModule):
         logs["progress/kimg"] = self.kimg
         logs["train/ema_beta"] = beta
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch)
-        self.log_dict(
-            {"kimg": self.kimg, "d": logs["train/loss_d"], "g": logs["train/loss_g"]},
-            prog_bar=True,
-            logger=False,
-            batch_size=batch,
-        )
+        self._show_progress(logs)
+
+    def _show_progress(self, logs: dict) -> None:
+        """``kimg``, ``d`` and ``g`` in the progress bar as Python numbers, read back here (a log
+        step, one sync) and kept until the next: Lightning converts every tensor logged with
+        ``prog_bar=True`` back to a number on every minibatch, a host sync each."""
+        if self._trainer is None:
+            return
+        values = {"kimg": round(self.kimg, 3)}
+        pair = [logs[k] for k in ("train/loss_d", "train/loss_g") if k in logs]
+        if len(pair) == 2:
+            values["d"], values["g"] = torch.stack([v.float() for v in pair]).tolist()
+        self.trainer.progress_bar_metrics.update(values)
 
     # -- health and stopping -------------------------------------------------------------------
     def check_health(self) -> bool:

@@ -182,9 +182,16 @@ class FinetuneModule(GANModule):
         self._samples: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- initialisation from a prior or an official checkpoint --------------------------------
+    def _apply(self, fn, recurse: bool = True):
+        """Device and dtype moves (``.to``, ``.cuda``, ``.half``) reach the frozen loss/metric
+        networks too, whenever Lightning makes them (it calls ``setup()`` before moving the
+        module, and moves it back after ``validate_first``)."""
+        super()._apply(fn, recurse)
+        for net in getattr(self, "aux", {}).values():
+            net._apply(fn, recurse)
+        return self
+
     def setup(self, stage: str) -> None:
-        for net in self.aux.values():
-            net.to(self.device)
         resuming = self._trainer is not None and self.trainer.ckpt_path is not None
         if not self._initialized and not resuming:
             self.init_weights()

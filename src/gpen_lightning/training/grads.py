@@ -25,10 +25,18 @@ def sanitize_grads(
     # the norm of a tensor is finite iff all its entries are (barring overflow past 3e38)
     norms = torch.stack([n.float() for n in torch._foreach_norm(grads)])
     n_bad = (~torch.isfinite(norms)).sum()
+    # a handful of kernels instead of one per tensor: the (contiguous) gradients of a dtype are
+    # gathered into one flat buffer, cleaned there and copied back
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
     for g in grads:
-        torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
-    if keep is not None:
-        torch._foreach_mul_(grads, keep.to(grads[0].dtype))
+        groups.setdefault(g.dtype, []).append(g)
+    for same in groups.values():
+        flat = torch.cat([g.reshape(-1) for g in same])
+        torch.nan_to_num_(flat, nan=0.0, posinf=0.0, neginf=0.0)
+        if keep is not None:
+            flat.mul_(keep.to(flat.dtype))
+        parts = flat.split([g.numel() for g in same])
+        torch._foreach_copy_(same, [v.view(g.shape) for v, g in zip(parts, same)])
     return n_bad
 
 

@@ -80,7 +80,7 @@ class PriorModule(GANModule):
         name = model.pop("name")
         self.generator = build(name, "prior", **model)
         self.discriminator = build(name, "discriminator", stddev_group=stddev_group, **model)
-        set_memory_format(self.generator, channels_last=channels_last)
+        set_memory_format(self.generator, self.discriminator, channels_last=channels_last)
         self.g_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.trained = self.generator
         self.loss = PriorLoss(

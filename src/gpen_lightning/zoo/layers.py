@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
 
 import torch
@@ -27,6 +28,13 @@ class PixelNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.rsqrt(torch.mean(x * x, dim=1, keepdim=True) + 1e-8)
+
+
+def _no_autocast(device: torch.device) -> AbstractContextManager:
+    """A block in which ``device``'s autocast (if it has one) is off."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return nullcontext()
 
 
 def _no_grad() -> bool:
@@ -187,17 +195,22 @@ class NoiseInjection(nn.Module):
             return x
         if noise is None:
             noise = _randn_as(x)
+        # in the activations' dtype: under bf16 autocast the fp32 scale would promote the
+        # product (and, for concat, the whole output) to fp32
+        weight = self.weight.to(x.dtype)
         if self.mode == "add":
-            return x + self.weight * noise
-        if _no_grad():  # one allocation and one pass, in the memory format of x
+            return x + weight * noise.to(x.dtype)
+        if _no_grad() and not torch.compiler.is_compiling():
+            # eager: one allocation and one pass, in the memory format of x (compiled code fuses
+            # the cat below itself; an out= slice would break the graph)
             b, c, h, w = x.shape
             out = torch.empty((b, 2 * c, h, w), dtype=x.dtype, device=x.device)
             if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
                 out = out.contiguous(memory_format=torch.channels_last)
             out[:, :c].copy_(x)
-            torch.mul(noise, self.weight.to(x.dtype), out=out[:, c:])
+            torch.mul(noise, weight, out=out[:, c:])
             return out
-        return torch.cat([x, self.weight * noise], dim=1)
+        return torch.cat([x, weight * noise.to(x.dtype)], dim=1)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}"
@@ -266,8 +279,9 @@ class ModulatedConv2d(nn.Module):
         sum_{i,k} (scale w[o,i,k] s[b,i])^2 = scale^2 (s^2 @ (sum_k w^2)^T): no (B, out, in, k, k)
         temporary is needed.
         """
-        wsq = torch.linalg.vector_norm(self.weight[0].float(), dim=(2, 3)).square()  # (out, in)
-        return torch.rsqrt(self.scale**2 * (s.float().square() @ wsq.t()) + 1e-8)
+        with _no_autocast(s.device):  # autocast would round the sum to bf16
+            wsq = torch.linalg.vector_norm(self.weight[0].float(), dim=(2, 3)).square()
+            return torch.rsqrt(self.scale**2 * (s.float().square() @ wsq.t()) + 1e-8)
 
     def _forward_fused(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         b, cin, h, w = x.shape

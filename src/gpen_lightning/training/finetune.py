@@ -188,7 +188,7 @@ class FinetuneModule(GANModule):
         module, and moves it back after ``validate_first``)."""
         super()._apply(fn, recurse)
         for net in getattr(self, "aux", {}).values():
-            net._apply(fn, recurse)
+            net._apply(fn)  # (a torchmetrics Metric takes other positional arguments)
         return self
 
     def setup(self, stage: str) -> None:

@@ -44,7 +44,7 @@ bench: install  ## benchmark suite (inference, training img/s, degradation) -> b
 bench-quick: install  ## the suite on tiny presets, one repeat (what CI runs; no timing asserts)
 	$(PY) benchmarks/suite.py --quick --out $${OUT:-/tmp/gpen-bench-quick}
 
-gpu-check:  ## on a GPU machine: gpu tests + training/inference benchmarks -> OUT (PART=tests|train|official|infer|all|faces128)
+gpu-check:  ## on a GPU machine: gpu tests + benchmarks -> OUT (PART=budget: all in one 8-min call, results.jsonl; tests|train|official|infer|all|faces128; quick-cpu: CPU dry run)
 	bash benchmarks/gpu_check.sh $${PART:-all}
 
 clean:  ## remove the virtual environment and caches

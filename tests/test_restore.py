@@ -148,8 +148,11 @@ def test_restorer_loads_official_weights_and_batches_across_images(tmp_path):
     for res, d in zip(many, direct):
         expected = ((d + 1) / 2 * 255).round().byte().permute(1, 2, 0).numpy()
         assert np.abs(res.image.astype(int) - expected.astype(int)).max() <= 1
+    # alone, a batch of 1: the network's floats differ by ~1e-6 from those of the batch of 3,
+    # enough to round a pixel to its neighbouring value now and then
     one = restorer.restore(crops[2], aligned=True)
-    np.testing.assert_array_equal(one.image, many[2].image)
+    diff = np.abs(one.image.astype(int) - many[2].image.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
 
 
 def test_detector_on_the_solvay_photo():

@@ -1,8 +1,11 @@
-"""Videos: round trips (fps, size, frame count, audio), landmark smoothing against jitter, bad
-inputs, and the restore stage split over 2 gloo processes against one process."""
+"""Videos: round trips (fps, size, frame count, audio), reproducible encoding, landmark
+smoothing against jitter, bad inputs, and the restore stage split over 2 gloo processes against
+one process."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from gpen_lightning.restore import Restorer
 from gpen_lightning.restore.cli import restore_files
 from gpen_lightning.restore.detect import Face
 from gpen_lightning.restore.track import FaceTracker, OneEuroFilter, crop_flicker, landmark_jitter
-from gpen_lightning.restore.video import VideoError, probe, restore_video
+from gpen_lightning.restore.video import VideoError, _Encoder, probe, restore_video
 from gpen_lightning.zoo import build, export_official
 
 from .test_cli import _cli
@@ -35,6 +38,17 @@ def _face(seed: int = 1, size: int = 128) -> np.ndarray:
 def make_clip(path: Path, faces: list[tuple[int, int]] | None = None, **kw) -> None:
     """``synthetic_clip`` with faces ``(seed, side)``; none: an empty scene."""
     synthetic_clip(path, faces if faces is not None else (), fps=FPS, **kw)
+
+
+def _audio_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+def _frames(path: Path) -> np.ndarray:
+    """The decoded frames (T, H, W, 3) uint8."""
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
 def _audio_seconds(path: Path) -> float:
@@ -67,16 +81,58 @@ def test_video_round_trip_keeps_fps_size_frame_count_and_audio(clip, tmp_path):
     assert report.faces >= 48  # the face is found in (nearly) every frame
     assert dst.audio_streams == 1
     assert _audio_seconds(out) == pytest.approx(_audio_seconds(clip), abs=1e-3)
-    with av.open(str(clip)) as a, av.open(str(out)) as b:  # audio packets copied, not re-encoded
-        pa = [bytes(p) for p in a.demux(a.streams.audio[0]) if p.size]
-        pb = [bytes(p) for p in b.demux(b.streams.audio[0]) if p.size]
-    assert pa == pb
+    assert _audio_packets(out) == _audio_packets(clip)  # copied, not re-encoded
     # the random network changed the face region and nothing far from it
     with av.open(str(clip)) as a, av.open(str(out)) as b:
         fa = next(a.decode(video=0)).to_ndarray(format="rgb24").astype(int)
         fb = next(b.decode(video=0)).to_ndarray(format="rgb24").astype(int)
     assert np.abs(fa - fb)[60:150, 60:150].mean() > 10
     assert np.abs(fa - fb)[:, 250:].mean() < 3  # re-encoding only
+
+
+def _encode(src: Path, dst: Path) -> None:
+    """The frames and audio packets of ``src`` through ``_Encoder``, as ``restore_video`` does."""
+    info = probe(src)
+    with av.open(str(src)) as c:
+        encoder = _Encoder(dst, c, fps=info.fps, size=(info.height, info.width), crf=18)
+        for packet in c.demux(c.streams.video[0], *c.streams.audio):
+            if packet.stream.type == "audio":
+                encoder.audio_packet(packet)
+                continue
+            for frame in packet.decode():
+                encoder.frame(frame.to_ndarray(format="rgb24"))
+        encoder.close()
+
+
+@contextlib.contextmanager
+def _heap_filled_with(byte: int):
+    """Meanwhile glibc fills every block it hands out or takes back with this byte (mallopt
+    M_PERTURB, what MALLOC_PERTURB_ sets); elsewhere nothing changes."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):
+        mallopt = None
+    if mallopt is not None:
+        mallopt(-6, byte)  # M_PERTURB
+    try:
+        yield
+    finally:
+        if mallopt is not None:
+            mallopt(-6, 0)
+
+
+def test_the_same_frames_and_audio_encode_to_the_same_bytes(clip, tmp_path):
+    """The same files whatever the heap held before. Without ``_Encoder``'s settings they differ:
+    on a CPU with AVX-512, x264's AVX-512 kernels read memory it never wrote at this 320 px width
+    (one bitstream per fill byte); anywhere, Matroska writes random UIDs."""
+    for fill in (1, 170):
+        with _heap_filled_with(fill):
+            for suffix in (".mp4", ".mkv"):
+                _encode(clip, tmp_path / f"{fill}{suffix}")
+    for suffix in (".mp4", ".mkv"):
+        one, other = (tmp_path / f"{fill}{suffix}" for fill in (1, 170))
+        assert one.read_bytes() == other.read_bytes(), suffix
+        assert _audio_packets(one) == _audio_packets(clip)
 
 
 def test_landmark_smoothing_lowers_jitter_and_flicker(clip, tmp_path):
@@ -190,7 +246,13 @@ def _count_frames(path: Path) -> int:
         return sum(1 for _ in c.decode(video=0))
 
 
-def test_two_gloo_processes_write_what_one_process_writes(clip, tmp_path):
+def test_two_gloo_processes_write_what_one_process_writes(clip, tmp_path, monkeypatch):
+    """The same restored pixels and audio packets. Both runs compute with one torch thread per
+    process: CPU kernels round differently with other thread counts (GPEN-tiny: ~5e-7 between 1
+    and 2 threads), which moves a pixel by 1 now and then, while Lightning gives each of 2
+    processes half the cores. The video is written lossless (crf=0): its decoded frames are the
+    restored frames, bit for bit, whatever the encoder decides on the way."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     inputs = tmp_path / "in"
     (inputs / "sub").mkdir(parents=True)
     for seed in range(1, 6):
@@ -206,6 +268,7 @@ def test_two_gloo_processes_write_what_one_process_writes(clip, tmp_path):
         f"input={inputs}",
         f"weights={tmp_path / 'GPEN-tiny.pth'}",
         "images_per_batch=1",
+        "crf=0",
     ]
     one = _cli([*common, f"output={tmp_path / 'one'}"], tmp_path, timeout=600)
     assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
@@ -215,8 +278,16 @@ def test_two_gloo_processes_write_what_one_process_writes(clip, tmp_path):
     files = {p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file()}
     got = {p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file()}
     assert files == got and len(files) == 6
-    for rel in files:
+    for rel in files - {Path("clip.mp4")}:  # PNGs: the same pixels give the same bytes
         assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
+    one_clip, two_clip = tmp_path / "one" / "clip.mp4", tmp_path / "two" / "clip.mp4"
+    frames = _frames(one_clip)
+    assert frames.shape == (12, 160, 192, 3)
+    assert np.array_equal(frames, _frames(two_clip))
+    assert np.abs(frames.astype(int) - _frames(inputs / "clip.mp4")).mean() > 1  # faces restored
+    assert (
+        _audio_packets(one_clip) == _audio_packets(two_clip) == _audio_packets(inputs / "clip.mp4")
+    )
     summary = [line for line in two.stdout.splitlines() if line.startswith("Restored")]
     assert len(summary) == 1  # one summary, from global rank 0, over both processes' files
     assert summary[0].startswith("Restored 5 image(s), 1 video(s) (12 frames)")

@@ -126,3 +126,79 @@ def test_each_phase_all_reduces_its_network_once_and_processes_stay_in_step(stag
     assert max(diffs.values()) < 1e-6, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
     init = results[0]["init"]  # and they did move, each process on its own faces
     assert max((a[k] - init[k]).abs().max().item() for k in diffs) > 1e-3
+
+
+# -- several nodes on one machine ---------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+FAST = [
+    "logger=csv",
+    "model.recipe.prior_kimg=0.1",
+    "data.val_fraction=0.2",
+    "model.recipe.sample_every_kimg=0.05",
+    "model.recipe.ckpt_every_kimg=0.05",
+    "data.synthetic_length=64",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def _last_state(run: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return ckpt["state_dict"]
+
+
+def test_two_nodes_on_one_machine_train_as_two_local_processes(tmp_path):
+    """``trainer=multinode trainer.num_nodes=2 trainer.devices=1`` started by hand as two
+    processes (``MASTER_ADDR``, ``MASTER_PORT``, ``NODE_RANK``: no SLURM) trains what
+    ``trainer=ddp_sim`` (two processes that Lightning starts on one node) trains: the same ranks,
+    data shards and seeds, so the same weights. Threads are pinned to one per process in both."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", GPEN_OUTPUTS=str(tmp_path / "outputs"))
+    cli = [sys.executable, "-m", "gpen_lightning", *FAST]
+    ref = subprocess.run(
+        [*cli, "trainer=ddp_sim", f"hydra.run.dir={tmp_path / 'one-node'}"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    nodes = [
+        "trainer=multinode",
+        "trainer.num_nodes=2",
+        "trainer.devices=1",
+        "trainer.accelerator=cpu",
+        "trainer.strategy.process_group_backend=gloo",
+        f"hydra.run.dir={tmp_path / 'two-nodes'}",  # one run folder for both nodes
+    ]
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [*cli, *nodes],
+            env={**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "NODE_RANK": str(rank)},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, out[-2000:] + err[-3000:]
+    assert "Done:" in outs[0][0] and "Done:" not in outs[1][0]  # global rank 0 reports
+    a, b = _last_state(tmp_path / "one-node"), _last_state(tmp_path / "two-nodes")
+    assert int(a["images_seen"]) == int(b["images_seen"]) >= 100
+    diffs = {k: (a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point()}
+    assert max(diffs.values()) < 1e-5, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]

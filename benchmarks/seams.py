@@ -78,7 +78,7 @@ def main() -> None:
         raise SystemExit(f"no images in {args.images}")
     networks = {"tone": (_tone, args.size), "texture": (_texture, args.size)}
     if args.weights:
-        from gpen_lightning.restore.weights import load_restoration_model
+        from gpen_lightning.zoo.weights import load_restoration_model
 
         net = load_restoration_model(args.weights).eval()
         networks[f"gpen ({Path(args.weights).name})"] = (net, net.size)

@@ -124,7 +124,7 @@ def test_alpha_blends_restored_and_original_faces():
 
 
 def test_restore_stage_passes_the_knobs():
-    from gpen_lightning.restore.cli import make_restorer
+    from gpen_lightning.restore.batch import make_restorer
 
     cfg = compose(
         [

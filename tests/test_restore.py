@@ -291,8 +291,8 @@ def test_weights_latest_picks_the_newest_finetune_export(tmp_path):
 
 
 def test_restoration_refuses_a_prior_that_evaluation_accepts(tmp_path):
-    from gpen_lightning.restore.weights import load_restoration_model
     from gpen_lightning.zoo import CheckpointMismatchError, Generator
+    from gpen_lightning.zoo.weights import load_restoration_model
 
     path = tmp_path / "prior.pt"
     torch.save(build("gpen-tiny-32", part="prior").state_dict(), path)

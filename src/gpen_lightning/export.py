@@ -126,7 +126,7 @@ def export_torchscript(
 def run_export(cfg) -> list[ExportResult]:
     """``stage=export``: load ``weights`` (or the ``model`` preset with random weights), write
     the requested formats to ``output`` and print a verification table."""
-    from gpen_lightning.restore.weights import load_restoration_model
+    from gpen_lightning.zoo.weights import load_restoration_model
 
     net = load_restoration_model(cfg.weights, model=cfg.model.name, runs_root=cfg.paths.log_dir)
     net = net.cpu().eval()

@@ -6,7 +6,7 @@ from gpen_lightning.restore.detect import Face, FaceDetector, RetinaFaceDetector
 from gpen_lightning.restore.paste import composite, face_mask
 from gpen_lightning.restore.restorer import RestoredFace, Restorer, RestoreResult
 from gpen_lightning.restore.retinaface import RetinaFace, bundled_retinaface, load_retinaface
-from gpen_lightning.restore.weights import load_restoration_model
+from gpen_lightning.zoo.weights import load_restoration_model
 
 __all__ = [
     "TEMPLATES",

@@ -1,151 +1,41 @@
-"""``python -m gpen_lightning stage=restore input=PATH output=DIR weights=PATH``: restore every
-image and video of a file, folder (recursive) or glob; never overwrite inputs; report what was
-skipped. ``trainer.devices=N`` (or ``trainer=multinode``) splits the files over processes with
-Lightning (``restore.distributed``)."""
+"""``stage=restore``: restore every image and video a spec names, in this process or, with several
+devices or nodes, split over processes by Lightning (``restore.distributed``)."""
 
 from __future__ import annotations
 
-import glob
-import logging
-import os
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
 from omegaconf import DictConfig
-from PIL import Image
-from tqdm import tqdm
 
-from gpen_lightning.data.folder import IMAGE_EXTENSIONS, read_rgb, sniff
-from gpen_lightning.io import atomic_write
-from gpen_lightning.restore.restorer import Restorer
-from gpen_lightning.restore.video import VIDEO_EXTENSIONS, VideoError, restore_video
+from gpen_lightning.restore.batch import (
+    RestoreRun,
+    collect_inputs,
+    make_restorer,
+    refuse_output_in_inputs,
+)
+from gpen_lightning.restore.distributed import predict_files
 
-__all__ = ["Report", "collect_inputs", "make_restorer", "restore_files"]
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class Report:
-    images: int = 0
-    videos: int = 0
-    frames: int = 0  # video frames written
-    faces: int = 0
-    no_face: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)  # path -> reason
-    failed: dict[str, str] = field(default_factory=dict)  # path -> reason
-
-    def merge(self, other: Report) -> Report:
-        """The sum of two reports (one per process)."""
-        return Report(
-            self.images + other.images,
-            self.videos + other.videos,
-            self.frames + other.frames,
-            self.faces + other.faces,
-            sorted(self.no_face + other.no_face),
-            dict(sorted({**self.skipped, **other.skipped}.items())),
-            dict(sorted({**self.failed, **other.failed}.items())),
-        )
-
-    def summary(self) -> str:
-        what = f"{self.images} image(s)"
-        if self.videos:
-            what += f", {self.videos} video(s) ({self.frames} frames)"
-        lines = [f"Restored {what}, {self.faces} face(s)."]
-        if self.no_face:
-            lines.append(f"  no face found in {len(self.no_face)}: {', '.join(self.no_face[:5])}")
-        for title, entries in (("skipped", self.skipped), ("failed", self.failed)):
-            if entries:
-                lines.append(f"  {title} {len(entries)}:")
-                lines += [f"    {p}: {why}" for p, why in entries.items()]
-        return "\n".join(lines)
-
-
-def collect_inputs(spec: str) -> tuple[list[Path], Path]:
-    """Files of ``spec`` (a file, a folder searched recursively, or a glob) and the root their
-    output paths are made relative to."""
-    if any(c in spec for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
-        root = Path(os.path.commonpath([p.parent for p in files])) if files else Path(".")
-        return files, root
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return [path], path.parent
-    if path.is_dir():
-        wanted = set(IMAGE_EXTENSIONS) | VIDEO_EXTENSIONS
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
-        return files, path
-    raise FileNotFoundError(f"input={spec} is not a file, a folder or a glob that matches files")
-
-
-def _check_dims(path: Path, max_pixels: int) -> None:
-    """Refuse images whose header claims more than ``max_pixels`` before decoding them."""
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we apply our own limit
-    try:
-        with Image.open(path) as im:  # reads the header only
-            w, h = im.size
-    except Exception:  # not readable by Pillow: the decoder will report it
-        return
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-    if w * h > max_pixels:
-        raise ValueError(
-            f"image header claims {w}x{h} = {w * h / 1e6:.0f} MP, over max_pixels="
-            f"{max_pixels / 1e6:.0f} MP (raise max_pixels to process it)"
-        )
-
-
-def _read(path: Path, max_pixels: int):
-    why = sniff(path)
-    if why is not None:
-        raise ValueError(why)
-    _check_dims(path, max_pixels)
-    return read_rgb(path)
-
-
-def _save(array: np.ndarray, path: Path) -> None:
-    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
-
-
-def _side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    h, w = after.shape[:2]
-    if before.shape[:2] != (h, w):
-        before = np.asarray(Image.fromarray(before).resize((w, h), Image.BICUBIC))
-    return np.concatenate([before, after], axis=1)
+__all__ = ["restore_files"]
 
 
 def restore_files(cfg: DictConfig) -> int:
     """Run the restore stage; return the exit status (0: every file restored, 1: some failed)."""
     files, root = collect_inputs(str(cfg.input))
     out_dir = Path(cfg.output or cfg.paths.output_dir).expanduser()
-    _refuse_output_in_inputs(out_dir, files, root, cfg.suffix or "")
+    refuse_output_in_inputs(out_dir, files, root, cfg.suffix or "")
     if not files:
         print(f"No images or videos found under {cfg.input}.")
         return 1
     if _distributed(cfg):
-        from gpen_lightning.restore.distributed import predict_files
-
         report = predict_files(cfg, files, root, out_dir)
         if report is None:  # not the global rank 0: it printed nothing
             return 0
     else:
-        run = _RestoreRun(cfg, make_restorer(cfg), files, root, out_dir)
+        run = RestoreRun(cfg, make_restorer(cfg), files, root, out_dir)
         report = run.run()
     print(report.summary())
     print(f"Outputs in {out_dir}")
     return 1 if report.failed else 0
-
-
-def _refuse_output_in_inputs(out_dir: Path, files: list[Path], root: Path, suffix: str) -> None:
-    in_dirs = {p.parent.resolve() for p in files} | ({root.resolve()} if root.is_dir() else set())
-    if not suffix and out_dir.resolve() in in_dirs:
-        raise ValueError(
-            f"output={out_dir} is an input folder: restored images could replace the inputs. "
-            "Choose another output folder or set a filename suffix (suffix=_restored)."
-        )
 
 
 def _distributed(cfg: DictConfig) -> bool:
@@ -153,163 +43,3 @@ def _distributed(cfg: DictConfig) -> bool:
     trainer = cfg.get("trainer") or {}
     devices = trainer.get("devices", 1)
     return str(devices) not in ("1", "None") or int(trainer.get("num_nodes", 1) or 1) > 1
-
-
-def make_restorer(cfg: DictConfig, device: str | torch.device | None = None) -> Restorer:
-    """The ``Restorer`` the restore stage's options describe (on ``device`` when given)."""
-    if device is None:
-        device = None if cfg.device == "auto" else cfg.device
-    return Restorer(
-        cfg.weights,
-        model=cfg.model.name,
-        runs_root=cfg.paths.log_dir,
-        device=device,
-        bf16=cfg.bf16,
-        cuda_graph=cfg.get("cuda_graph", False),
-        score_threshold=cfg.score_threshold,
-        detector_weights=cfg.detector_weights,
-        template=cfg.template,
-        batch_size=cfg.batch_size,
-        upscale=cfg.upscale,
-        alpha=cfg.alpha,
-        min_face_size=cfg.get("min_face_size", 0),
-        only_center_face=cfg.get("only_center_face", False),
-        face_upscale=cfg.get("face_upscale", True),
-        draw_boxes=cfg.get("draw_boxes", False),
-        paste_mask=cfg.get("paste_mask", "hull"),
-    )
-
-
-@dataclass
-class _Pending:
-    path: Path  # the input file
-    rel: Path  # its path relative to the input root
-    target: Path  # the restored image's output path
-    image: torch.Tensor  # (3, H, W) uint8
-
-
-class _RestoreRun:
-    """Restore files and account for every one in a ``Report``: images are read (``prepare``),
-    restored in groups whose faces share network batches (``restore``) and written (``write``);
-    a video is restored frame by frame as soon as it is met (``video``). ``run`` does it all in
-    this process; ``restore.distributed`` calls the same steps from Lightning's predict loop."""
-
-    def __init__(
-        self, cfg: DictConfig, restorer: Restorer, files: list[Path], root: Path, out_dir: Path
-    ) -> None:
-        self.cfg, self.restorer, self.files = cfg, restorer, files
-        self.root, self.out_dir = root, out_dir
-        self.suffix = cfg.suffix or ""
-        self.inputs = {p.resolve() for p in files}
-        self.report = Report()
-        self.show_progress = True
-
-    def run(self) -> Report:
-        progress = tqdm(
-            self.files, desc="restore", unit="file", file=sys.stdout, dynamic_ncols=True
-        )
-        pending: list[_Pending] = []
-        for path in progress:
-            if path.suffix.lower() in VIDEO_EXTENSIONS:
-                self.video(path)
-            elif (item := self.prepare(path)) is not None:
-                pending.append(item)
-            if len(pending) >= self.cfg.images_per_batch:
-                self.write_all(pending, self.restore(pending))
-                pending = []
-            progress.set_postfix(faces=self.report.faces, failed=len(self.report.failed))
-        self.write_all(pending, self.restore(pending))
-        progress.close()
-        return self.report
-
-    def _target(self, path: Path) -> tuple[Path, Path] | None:
-        """(relative path, output path) of ``path``, or None (recorded as skipped)."""
-        rel = path.relative_to(self.root) if path.is_relative_to(self.root) else Path(path.name)
-        is_video = path.suffix.lower() in VIDEO_EXTENSIONS
-        ext = path.suffix if is_video else ".png"
-        target = self.out_dir / rel.parent / f"{rel.stem}{self.suffix}{ext}"
-        if target.resolve() in self.inputs:
-            self.report.skipped[str(path)] = "its output would overwrite an input (set a suffix)"
-        elif target.exists() and not self.cfg.overwrite:
-            self.report.skipped[str(path)] = f"{target} exists (overwrite=true replaces it)"
-        else:
-            return rel, target
-        return None
-
-    def prepare(self, path: Path) -> _Pending | None:
-        """Read the image ``path`` unless its output must not be written (then None)."""
-        if (where := self._target(path)) is None:
-            return None
-        try:
-            image = _read(path, int(self.cfg.max_pixels))
-        except (ValueError, OSError) as err:
-            self.report.failed[str(path)] = str(err).splitlines()[0]
-            return None
-        return _Pending(path, *where, image)
-
-    def restore(self, pending: list[_Pending]) -> list:
-        """Restore the images together; when that fails, one by one to name the culprit."""
-        if not pending:
-            return []
-        aligned = self.cfg.aligned
-        try:
-            return self.restorer.restore_many([p.image for p in pending], aligned=aligned)
-        except (ValueError, OSError, RuntimeError):
-            results = []
-            for item in pending:
-                try:
-                    results.append(self.restorer.restore(item.image, aligned=aligned))
-                except (ValueError, OSError, RuntimeError) as err:
-                    self.report.failed[str(item.path)] = str(err).splitlines()[0]
-                    results.append(None)
-            return results
-
-    def write_all(self, pending: list[_Pending], results: list) -> None:
-        for item, result in zip(pending, results):
-            if result is not None:
-                self.write(item, result)
-
-    def write(self, item: _Pending, result) -> None:
-        _save(result.image, item.target)
-        self.report.images += 1
-        self.report.faces += len(result.faces)
-        if not result.faces:
-            self.report.no_face.append(str(item.path))
-        rel = item.rel
-        if self.cfg.save_faces:
-            for i, face in enumerate(result.faces):
-                pair = np.concatenate([face.crop, face.restored], axis=1)
-                name = f"{rel.stem}{self.suffix}_{i:02d}.png"
-                _save(pair, self.out_dir / "faces" / rel.parent / name)
-        if self.cfg.compare:
-            before = item.image.permute(1, 2, 0).numpy()
-            compare = self.out_dir / "compare" / rel.parent / item.target.name
-            _save(_side_by_side(before, result.image), compare)
-
-    def video(self, path: Path) -> None:
-        """Restore the video ``path`` into its output (a truncated one up to where it breaks)."""
-        if (where := self._target(path)) is None:
-            return
-        if self.cfg.aligned:
-            self.report.failed[str(path)] = "aligned=true takes face crops, not videos"
-            return
-        try:
-            result = restore_video(
-                self.restorer,
-                path,
-                where[1],
-                frames_per_batch=int(self.cfg.get("frames_per_batch", 8)),
-                smooth=bool(self.cfg.get("smooth", True)),
-                crf=int(self.cfg.get("crf", 18)),
-                progress=self.show_progress,
-            )
-        except VideoError as err:
-            self.report.failed[str(path)] = str(err).splitlines()[0]
-            return
-        self.report.videos += 1
-        self.report.frames += result.frames
-        self.report.faces += result.faces
-        if result.faces == 0:
-            self.report.no_face.append(str(path))
-        if result.error:
-            self.report.failed[str(path)] = f"{result.error} ({result.frames} frames kept)"

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from gpen_lightning.restore.cli import Report, _Pending, _RestoreRun, make_restorer
+from gpen_lightning.restore.batch import Pending, Report, RestoreRun, make_restorer
 from gpen_lightning.restore.video import VIDEO_EXTENSIONS
 
 __all__ = ["RestoreModule", "RestoreWriter", "predict_files"]
@@ -29,14 +29,14 @@ class RestoreModule(L.LightningModule):
     def __init__(self, cfg: DictConfig, files: list[Path], root: Path, out_dir: Path) -> None:
         super().__init__()
         self.cfg, self.files, self.root, self.out_dir = cfg, files, root, out_dir
-        self.run: _RestoreRun | None = None
+        self.run: RestoreRun | None = None
 
     def setup(self, stage: str) -> None:
         restorer = make_restorer(self.cfg, device=self.trainer.strategy.root_device)
-        self.run = _RestoreRun(self.cfg, restorer, self.files, self.root, self.out_dir)
+        self.run = RestoreRun(self.cfg, restorer, self.files, self.root, self.out_dir)
         self.run.show_progress = self.trainer.is_global_zero
 
-    def predict_step(self, batch: list[int]) -> tuple[list[_Pending], list]:
+    def predict_step(self, batch: list[int]) -> tuple[list[Pending], list]:
         pending = []
         for index in batch:
             path = self.files[index]

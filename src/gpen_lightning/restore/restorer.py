@@ -20,7 +20,7 @@ from gpen_lightning.restore.align import template as template_points
 from gpen_lightning.restore.detect import Face, FaceDetector
 from gpen_lightning.restore.graphs import GraphedNetwork
 from gpen_lightning.restore.paste import composite, face_mask, hull_mask
-from gpen_lightning.restore.weights import load_restoration_model
+from gpen_lightning.zoo.weights import load_restoration_model
 
 __all__ = ["RestoredFace", "RestoreResult", "Restorer"]
 

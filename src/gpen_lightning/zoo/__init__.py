@@ -30,6 +30,7 @@ from gpen_lightning.zoo.official import (
     official_state_dict,
 )
 from gpen_lightning.zoo.presets import PRESETS, Preset, build, get_preset
+from gpen_lightning.zoo.weights import load_restoration_model
 
 __all__ = [
     "GPEN",
@@ -58,6 +59,7 @@ __all__ = [
     "get_preset",
     "infer_config",
     "load_official",
+    "load_restoration_model",
     "minibatch_stddev",
     "official_state_dict",
 ]

@@ -1,6 +1,6 @@
 """Which network restores: ``load_restoration_model`` turns official weights, our exports, a
 fine-tuning checkpoint, ``"latest"`` or a preset name into an eval-mode GPEN (restore, evaluate and
-export share it)."""
+export share it; it lives with the zoo, whose builders and checkpoint readers it uses)."""
 
 from __future__ import annotations
 

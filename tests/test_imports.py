@@ -1,0 +1,83 @@
+"""The package's import graph: imports flow one way (no circle, also through imports placed
+inside functions) and no module takes a private name (``_x``) from another of ours."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import gpen_lightning
+
+SRC = Path(gpen_lightning.__file__).resolve().parent
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for path in SRC.rglob("*.py"):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        mods[name] = path
+    return mods
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> list[tuple[str, list[str]]]:
+    """(module imported, names taken from it) for every import of ours anywhere in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.startswith("gpen_lightning"):
+                names = [a.name for a in node.names]
+                subs = [f"{node.module}.{n}" for n in names if f"{node.module}.{n}" in modules]
+                found.append((node.module, [n for n in names if f"{node.module}.{n}" not in subs]))
+                found += [(s, []) for s in subs]
+        elif isinstance(node, ast.Import):
+            found += [(a.name, []) for a in node.names if a.name.startswith("gpen_lightning")]
+    return found
+
+
+def _package_of(name: str) -> str:
+    return name if name == "gpen_lightning" else name.rsplit(".", 1)[0]
+
+
+def test_no_import_circle_between_modules():
+    modules = _modules()
+    graph = {
+        name: {m for m, _ in _imports(path, modules) if m != name and m in modules}
+        for name, path in modules.items()
+    }
+    # a package's __init__ re-exports its modules: an edge into a package stands for its modules
+    # only when the importer lives outside it (inside, modules import each other directly)
+    edges = {
+        a: {b for b in targets if not (b == _package_of(a) or a.startswith(b + "."))}
+        for a, targets in graph.items()
+    }
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                cycle = [*stack[stack.index(nxt) :], nxt]
+                raise AssertionError("import circle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(edges):
+        if name not in state:
+            visit(name)
+
+
+def test_no_private_name_taken_from_another_module():
+    modules = _modules()
+    taken = [
+        f"{name}: {mod}.{n}"
+        for name, path in modules.items()
+        for mod, names in _imports(path, modules)
+        for n in names
+        if n.startswith("_") and mod != name
+    ]
+    assert not taken, taken

@@ -61,11 +61,11 @@ def _measure(args: argparse.Namespace) -> None:
     phase = {"name": "other"}
     run_phase = module._run_phase
 
-    def tagged(name, *a, **kw):
-        phase["name"] = name
-        calls[name] += 1
+    def tagged(record, *a, **kw):
+        phase["name"] = record.name
+        calls[record.name] += 1
         try:
-            return run_phase(name, *a, **kw)
+            return run_phase(record, *a, **kw)
         finally:
             phase["name"] = "other"
 

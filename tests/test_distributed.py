@@ -72,9 +72,9 @@ def _training(rank: int, store: str, out: str, stage: str) -> None:
     phase = {"name": None}
     run_phase = module._run_phase
 
-    def tagged(name, *args, **kwargs):
-        phase["name"] = name
-        return run_phase(name, *args, **kwargs)
+    def tagged(record, *args, **kwargs):
+        phase["name"] = record.name
+        return run_phase(record, *args, **kwargs)
 
     all_reduce = dist.all_reduce
 

@@ -17,11 +17,10 @@ from gpen_lightning.losses.gan import (
     r1_penalty,
 )
 from gpen_lightning.losses.networks import MissingWeightsError
-from gpen_lightning.losses.phases import PHASES, FinetuneLoss, GANLoss, PriorLoss
+from gpen_lightning.losses.phases import FinetuneLoss, GANLoss, PriorLoss
 from gpen_lightning.losses.restoration import content_loss, feature_matching_loss, identity_loss
 
 __all__ = [
-    "PHASES",
     "FinetuneLoss",
     "GANLoss",
     "PriorLoss",

@@ -1,11 +1,12 @@
 """The four training phases of both GPEN stages as loss objects (StyleGAN2-ADA's ``StyleGAN2Loss``
-layout): ``Dmain`` (logistic loss), ``Dreg`` (lazy R1), ``Gmain`` (the stage's generator
-objective), ``Greg`` (lazy path length).
+layout): ``d_main`` (logistic loss), ``d_reg`` (lazy R1 every ``r1_every`` minibatches),
+``g_main`` (the stage's generator objective), ``g_reg`` (lazy path length every ``pl_every``).
 
-A loss object holds references to the networks and the weights of every term; ``phase_loss``
-returns the weighted scalar to back-propagate and detached statistics for logging. The
-LightningModules decide which phases are due, run backward and step the optimizers; nothing here
-reads a value back to the host, so a training step stays asynchronous on a GPU.
+A loss object holds references to the networks and the weights of every term; each phase method
+takes the batch (and the keywords of ``PhaseLoss``) and returns the weighted scalar to
+back-propagate and detached statistics for logging. The LightningModules build their phase
+records from these once (``training.base.TrainingPhase``), run backward and step the optimizers;
+nothing here reads a value back to the host, so a training step stays asynchronous on a GPU.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from torch import nn
 
 from gpen_lightning.losses import gan, restoration
 
-__all__ = ["PHASES", "REGULARIZATION", "FinetuneLoss", "GANLoss", "PhaseOutput", "PriorLoss"]
+__all__ = ["REGULARIZATION", "FinetuneLoss", "GANLoss", "PhaseLoss", "PhaseOutput", "PriorLoss"]
 
-PHASES = ("Dmain", "Dreg", "Gmain", "Greg")
 REGULARIZATION = ("r1_gamma", "r1_every", "pl_weight", "pl_every", "pl_decay", "pl_batch_shrink")
-Phase = Literal["Dmain", "Dreg", "Gmain", "Greg"]
 PhaseOutput = tuple[torch.Tensor, dict[str, torch.Tensor]]
+# every phase method: loss(batch, *, scaler=None, pl_mean=None, reduce_mean=None) -> PhaseOutput
+# (``scaler``: the fp16 GradScaler for the penalties' inner gradients; ``pl_mean``: the running
+# path-length mean, its update returned as ``stats["pl_mean"]``; ``reduce_mean``: a scalar's mean
+# over processes). A phase ignores the keywords it does not use.
+PhaseLoss = Callable[..., PhaseOutput]
 
 
 class GANLoss:
@@ -61,40 +65,6 @@ class GANLoss:
         self.pl_every = int(r["pl_every"]) if self.pl_weight > 0 else 0
         self.pl_decay, self.pl_batch_shrink = r["pl_decay"], int(r["pl_batch_shrink"])
 
-    # -- schedule ------------------------------------------------------------------------------
-    def due(self, phase: Phase, step: int) -> bool:
-        """Whether ``phase`` runs on minibatch ``step`` (0-based): main phases always, the lazy
-        regularizers every ``r1_every`` / ``pl_every`` minibatches."""
-        every = {"Dreg": self.r1_every, "Greg": self.pl_every}.get(phase)
-        return True if every is None else gan.LazyRegularization(every, 0.0).due(step)
-
-    def phase_loss(
-        self,
-        phase: Phase,
-        batch: dict[str, torch.Tensor],
-        *,
-        scaler: torch.amp.GradScaler | None = None,
-        pl_mean: torch.Tensor | None = None,
-        reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> PhaseOutput:
-        """The weighted loss of ``phase`` on ``batch`` and its statistics.
-
-        ``scaler``: the fp16 GradScaler, used for the inner gradients of the penalties.
-        ``pl_mean``: the running path-length mean (``Greg``); its update is returned as
-        ``stats["pl_mean"]``. ``reduce_mean`` averages a scalar over processes (DDP).
-        """
-        if phase == "Dmain":
-            return self.d_main(batch)
-        if phase == "Dreg":
-            return self.d_reg(batch, scaler=scaler)
-        if phase == "Gmain":
-            return self.g_main(batch)
-        if phase == "Greg":
-            if pl_mean is None:
-                raise ValueError("phase Greg needs the running path-length mean (pl_mean=)")
-            return self.g_reg(batch, pl_mean=pl_mean, scaler=scaler, reduce_mean=reduce_mean)
-        raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
-
     # -- the stage-specific parts ------------------------------------------------------------
     def real(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The real images D sees: (B, 3, S, S), in D's activation layout (the fakes' one), so
@@ -107,7 +77,7 @@ class GANLoss:
         """Generated images for the D phase, without a graph: (B, 3, S, S)."""
         raise NotImplementedError
 
-    def g_main(self, batch: dict[str, torch.Tensor]) -> PhaseOutput:
+    def g_main(self, batch: dict[str, torch.Tensor], **_) -> PhaseOutput:
         raise NotImplementedError
 
     def pl_sample(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,14 +85,14 @@ class GANLoss:
         raise NotImplementedError
 
     # -- shared phases ---------------------------------------------------------------------------
-    def d_main(self, batch: dict[str, torch.Tensor]) -> PhaseOutput:
+    def d_main(self, batch: dict[str, torch.Tensor], **_) -> PhaseOutput:
         with torch.no_grad():
             fake = self.fake(batch)
         loss = gan.d_logistic_loss(self.d_main_forward(self.real(batch)), self.d_main_forward(fake))
         return loss, {"train/loss_d": loss.detach()}
 
     def d_reg(
-        self, batch: dict[str, torch.Tensor], *, scaler: torch.amp.GradScaler | None = None
+        self, batch: dict[str, torch.Tensor], *, scaler: torch.amp.GradScaler | None = None, **_
     ) -> PhaseOutput:
         """gamma / 2 * interval * R1 (lazy regularization)."""
         real = self.real(batch).detach().requires_grad_(True)
@@ -136,11 +106,14 @@ class GANLoss:
         self,
         batch: dict[str, torch.Tensor],
         *,
-        pl_mean: torch.Tensor,
+        pl_mean: torch.Tensor | None = None,
         scaler: torch.amp.GradScaler | None = None,
         reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        **_,
     ) -> PhaseOutput:
         """weight * interval * (|J^T y| - a)^2 (lazy path-length regularization)."""
+        if pl_mean is None:
+            raise ValueError("the path-length phase needs the running mean (pl_mean=)")
         images, latents = self.pl_sample(batch)
         penalty, lengths, new_mean = gan.path_length_penalty(
             images,
@@ -187,7 +160,7 @@ class PriorLoss(GANLoss):
         zs, cut = self.latents(len(batch["hq"]))
         return self.g_main_forward(zs, inject_index=cut)
 
-    def g_main(self, batch: dict[str, torch.Tensor]) -> PhaseOutput:
+    def g_main(self, batch: dict[str, torch.Tensor], **_) -> PhaseOutput:
         zs, cut = self.latents(len(batch["hq"]))
         loss = gan.g_nonsaturating_loss(
             self.d_main_forward(self.g_main_forward(zs, inject_index=cut))
@@ -251,7 +224,7 @@ class FinetuneLoss(GANLoss):
             terms["lpips"] = self.lpips(out.float(), hq.float()).mean()
         return terms, out
 
-    def g_main(self, batch: dict[str, torch.Tensor]) -> PhaseOutput:
+    def g_main(self, batch: dict[str, torch.Tensor], **_) -> PhaseOutput:
         terms, _ = self.generator_terms(batch)
         total = sum(self.weights[k] * v for k, v in terms.items())
         stats = {"train/loss_g": total.detach()}

@@ -1,7 +1,8 @@
 """``GANModule``: the training step both stages share under manual optimization.
 
-The step runs the loss object's phases (``Dmain``, ``Dreg``, ``Gmain``, ``Greg``; see
-``gpen_lightning.losses.phases``), steps the optimizers, updates the generator EMA and counts
+The step runs the module's phase records (``TrainingPhase``: ``Dmain``, ``Dreg``, ``Gmain``,
+``Greg``, built once from the loss object of ``gpen_lightning.losses.phases``, as StyleGAN2-ADA's
+training loop builds its phases), steps the optimizers, updates the generator EMA and counts
 progress. It never reads a device value back to the host in the steady state, so a GPU queue keeps
 running ahead:
 
@@ -23,6 +24,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -31,16 +33,41 @@ import torch.distributed as dist
 from torch import nn
 
 from gpen_lightning.io import atomic_save
-from gpen_lightning.losses.phases import PHASES, REGULARIZATION, GANLoss, PhaseOutput
+from gpen_lightning.losses.phases import REGULARIZATION, GANLoss, PhaseLoss, PhaseOutput
 from gpen_lightning.training.ema import ema_beta, update_ema
 from gpen_lightning.training.grads import sanitize_grads
 
-__all__ = ["GANModule", "eval_mode"]
+__all__ = ["GANModule", "TrainingPhase", "eval_mode"]
 
 log = logging.getLogger(__name__)
 
 # host counters <-> checkpointed buffers of the same name
 _COUNTERS = ("images_seen", "batches", "r1_steps", "pl_steps")
+
+
+@dataclass(frozen=True)
+class TrainingPhase:
+    """One phase of a minibatch: the network it trains, that network's optimizer (its index in
+    ``configure_optimizers``), the minibatches it runs on and its loss.
+
+    Args:
+        name: ``Dmain``, ``Dreg``, ``Gmain`` or ``Greg`` (logs and tests).
+        network: the module whose gradients the phase makes and averages.
+        optimizer: 0 (G's) or 1 (D's).
+        interval: runs on the minibatches ``step % interval == 0`` (1: every one, 0: never).
+        loss: the loss object's phase method (``PhaseLoss``).
+        counter: the progress counter a lazy regularizer advances (``r1_steps``, ``pl_steps``).
+    """
+
+    name: str
+    network: nn.Module
+    optimizer: int
+    interval: int
+    loss: PhaseLoss
+    counter: str | None = None
+
+    def due(self, step: int) -> bool:
+        return self.interval > 0 and step % self.interval == 0
 
 
 @contextmanager
@@ -87,6 +114,7 @@ class GANModule(L.LightningModule):
         self.diverged = False
         self._tick: tuple[float, int] | None = None
         self._stats: dict[str, torch.Tensor] = {}  # the latest value of every statistic (device)
+        self._phases: tuple[TrainingPhase, ...] | None = None
         self.register_state_dict_pre_hook(lambda module, *_: module._mirror_progress())
         self.register_load_state_dict_post_hook(lambda module, _: module._read_progress())
 
@@ -117,39 +145,50 @@ class GANModule(L.LightningModule):
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         return scaler if scaler is not None and scaler.is_enabled() else None
 
+    @property
+    def phases(self) -> tuple[TrainingPhase, ...]:
+        """The phase records, in the order they run (built once, on first use)."""
+        if self._phases is None:
+            loss, g, d = self.loss, self.trained, self.discriminator
+            self._phases = (
+                TrainingPhase("Dmain", d, 1, 1, loss.d_main),
+                TrainingPhase("Dreg", d, 1, loss.r1_every, loss.d_reg, "r1_steps"),
+                TrainingPhase("Gmain", g, 0, 1, loss.g_main),
+                TrainingPhase("Greg", g, 0, loss.pl_every, loss.g_reg, "pl_steps"),
+            )
+        return self._phases
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        g_opt, d_opt = self.optimizers()
+        optimizers = self.optimizers()
         step = self.progress["batches"]
         logs: dict[str, torch.Tensor] = {}
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
-        for phase in PHASES:
-            if not self.loss.due(phase, step):
+        for phase in self.phases:
+            if not phase.due(step):
                 continue
-            opt, net = (d_opt, self.discriminator) if phase[0] == "D" else (g_opt, self.trained)
+            opt = optimizers[phase.optimizer]
             self.toggle_optimizer(opt)
-            bad |= ~self._run_phase(phase, batch, opt, net, logs)
+            bad |= ~self._run_phase(phase, batch, opt, logs)
             self.untoggle_optimizer(opt)
-            if phase in ("Dreg", "Greg"):
-                self.progress["r1_steps" if phase == "Dreg" else "pl_steps"] += 1
+            if phase.counter is not None:
+                self.progress[phase.counter] += 1
         self._advance(len(next(iter(batch.values()))), bad, logs)
 
-    def _phase_loss(self, phase: str, batch: dict) -> PhaseOutput:
+    def _phase_loss(self, phase: TrainingPhase, batch: dict) -> PhaseOutput:
         """The loss of ``phase``. Under ``16-mixed`` the inner gradient of a penalty is taken on
         the scaled output and can overflow fp16: then back the scale off (as the GradScaler does
         after an overflowing step) and recompute, up to 16 times (this reads the loss back: fp16
         penalties only)."""
         scaler = self._scaler()
-        kw = {"scaler": scaler}
-        if phase == "Greg":
-            kw.update(pl_mean=self.pl_mean, reduce_mean=lambda x: _all_reduce(x, "mean"))
+        kw = dict(scaler=scaler, pl_mean=self.pl_mean, reduce_mean=lambda x: _all_reduce(x, "mean"))
         for _ in range(16):
-            loss, stats = self.loss.phase_loss(phase, batch, **kw)
-            if scaler is None or phase not in ("Dreg", "Greg") or bool(torch.isfinite(loss)):
+            loss, stats = phase.loss(batch, **kw)
+            if scaler is None or phase.counter is None or bool(torch.isfinite(loss)):
                 break
             scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
         return loss, stats
 
-    def _run_phase(self, phase: str, batch: dict, opt, net: nn.Module, logs: dict) -> torch.Tensor:
+    def _run_phase(self, phase: TrainingPhase, batch: dict, opt, logs: dict) -> torch.Tensor:
         """Forward, backward and step of one phase; returns whether its loss was finite on every
         process (a 0-d bool tensor on the device)."""
         opt.zero_grad(set_to_none=True)
@@ -159,7 +198,7 @@ class GANModule(L.LightningModule):
         # one all-reduce of this phase's gradients under DDP (PhaseDDPStrategy); 16-mixed: the
         # GradScaler skips non-finite steps itself
         clean = self._scaler() is None
-        bad = sanitize_grads(net.parameters(), keep=finite, average=True, clean=clean)
+        bad = sanitize_grads(phase.network.parameters(), keep=finite, average=True, clean=clean)
         if clean:
             self.nonfinite_grads += bad
         opt.step()

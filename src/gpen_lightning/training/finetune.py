@@ -171,8 +171,12 @@ class FinetuneModule(GANModule):
             regularization=self.regularization(),
             **compiled(self.gpen, self.discriminator, enabled=compile),
         )
-        self.r1 = losses.LazyRegularization(self.loss.r1_every, 1.0, tuple(betas))
-        self.pl = losses.LazyRegularization(self.loss.pl_every, 1.0, tuple(betas))
+        # the lazy-regularization corrections of the Adam settings (each G group's lr scales by
+        # the path-length ratio, D's by the R1 ratio)
+        self.r1 = losses.LazyRegularization(
+            self.loss.r1_every, self.lrs["discriminator"], tuple(betas)
+        )
+        self.pl = losses.LazyRegularization(self.loss.pl_every, lr, tuple(betas))
         self.val_lpips = MeanMetric()
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
@@ -254,15 +258,10 @@ class FinetuneModule(GANModule):
             skip = {id(p) for p in bridge}
             dec = [p for p in g.generator.parameters() if id(p) not in skip]
             groups.append({"params": dec, "lr": self.lrs["decoder"], "name": "decoder"})
-        g_kw, d_kw = self.pl.adam_kwargs(), self.r1.adam_kwargs()  # lazy-reg corrections
         for group in groups:
-            group["lr"] *= g_kw["lr"]
-        g_opt = self._adam(groups, betas=g_kw["betas"])
-        d_opt = self._adam(
-            self.discriminator.parameters(),
-            lr=self.lrs["discriminator"] * d_kw["lr"],
-            betas=d_kw["betas"],
-        )
+            group["lr"] *= self.pl.ratio
+        g_opt = self._adam(groups, betas=self.pl.adam_kwargs()["betas"])
+        d_opt = self._adam(self.discriminator.parameters(), **self.r1.adam_kwargs())
         return g_opt, d_opt
 
     # -- validation, samples, export --------------------------------------------------------

@@ -92,8 +92,8 @@ def test_part_names_say_what_is_built():
     assert isinstance(build("gpen-tiny-32", "gpen"), GPEN)
     assert type(build("gpen-tiny-32", "prior")) is Generator
     assert isinstance(build("gpen-tiny-32", "discriminator"), Discriminator)
-    with pytest.warns(DeprecationWarning, match='part="gpen"'):
-        assert isinstance(build("gpen-tiny-32", "generator"), GPEN)
+    with pytest.raises(ValueError, match="part must be 'gpen', 'prior' or 'discriminator'"):
+        build("gpen-tiny-32", "generator")  # ambiguous between GPEN and its prior generator
 
 
 @pytest.mark.parametrize("part", ["gpen", "prior", "discriminator"])

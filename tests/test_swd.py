@@ -8,7 +8,7 @@ import torch
 
 from gpen_lightning.data import SyntheticFaces
 from gpen_lightning.metrics import SlicedWassersteinDistance, sliced_wasserstein, swd
-from gpen_lightning.metrics.swd import patch_descriptors
+from gpen_lightning.metrics.wasserstein import patch_descriptors
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from gpen_lightning.data.synthetic import SyntheticFaces
 from gpen_lightning.io import atomic_write
 from gpen_lightning.losses import networks
 from gpen_lightning.metrics import swd
-from gpen_lightning.metrics.swd import SlicedWassersteinDistance
+from gpen_lightning.metrics.wasserstein import SlicedWassersteinDistance
 from gpen_lightning.zoo.generator import Generator
 from gpen_lightning.zoo.presets import match_preset
 from gpen_lightning.zoo.weights import load_restoration_model

@@ -12,7 +12,7 @@ from gpen_lightning.training.callbacks import (
 )
 from gpen_lightning.training.ema import ema_beta, update_ema
 from gpen_lightning.training.finetune import FinetuneModule, latest_prior
-from gpen_lightning.training.grads import sanitize_grads, zero_nonfinite_grads
+from gpen_lightning.training.grads import sanitize_grads
 from gpen_lightning.training.prior import PriorModule
 
 __all__ = [
@@ -27,5 +27,4 @@ __all__ = [
     "latest_prior",
     "sanitize_grads",
     "update_ema",
-    "zero_nonfinite_grads",
 ]

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 
-__all__ = ["sanitize_grads", "world_size", "zero_nonfinite_grads"]
+__all__ = ["sanitize_grads", "world_size"]
 
 
 def world_size() -> int:
@@ -70,8 +70,3 @@ def sanitize_grads(
                 flat.mul_(keep.to(flat.dtype))
         torch._foreach_copy_(same, [v.view(g.shape) for v, g in zip(parts, same)])
     return n_bad
-
-
-def zero_nonfinite_grads(params: Iterable[torch.nn.Parameter]) -> int:
-    """``sanitize_grads`` read back as an int (a host sync: for scripts and tests, not steps)."""
-    return int(sanitize_grads(params))

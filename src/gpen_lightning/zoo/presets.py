@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -72,14 +71,6 @@ def build(
     Extra keyword arguments override preset fields (``noise_mode``, ``narrow``, ...). Wrap the
     call in ``with torch.device("meta"):`` to build a large preset without allocating weights.
     """
-    if part == "generator":  # the old name, ambiguous between GPEN and its prior generator
-        warnings.warn(
-            'build(part="generator") is deprecated: use part="gpen" (the U-shaped GPEN) or '
-            'part="prior" (the StyleGAN2 generator alone)',
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        part = "gpen"
     p = get_preset(name, **overrides)
     if part in ("gpen", "prior"):
         cls = GPEN if part == "gpen" else Generator

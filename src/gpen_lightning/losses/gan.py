@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import autograd
 
+from gpen_lightning.zoo.generator import mixing_crossover
+
 __all__ = [
     "LazyRegularization",
     "d_logistic_loss",
@@ -122,7 +124,7 @@ def mixing_latents(
     rng = rng or random
     if prob > 0 and rng.random() < prob:
         z = torch.randn(2, batch, style_dim, device=device, generator=generator)
-        return [z[0], z[1]], rng.randint(1, n_latent - 1)
+        return [z[0], z[1]], mixing_crossover(n_latent, rng)
     return [torch.randn(batch, style_dim, device=device, generator=generator)], None
 
 

@@ -19,7 +19,14 @@ from gpen_lightning.zoo.layers import (
     ToRGB,
 )
 
-__all__ = ["Generator", "channel_table", "log2_size"]
+__all__ = ["Generator", "channel_table", "log2_size", "mixing_crossover"]
+
+
+def mixing_crossover(n_latent: int, rng: random.Random | None = None) -> int:
+    """The layer where style mixing switches to the second latent: uniform in [1, n_latent - 1],
+    a host draw from ``rng`` (default: Python's global ``random``, which ``seed_everything``
+    seeds)."""
+    return (rng or random).randint(1, n_latent - 1)
 
 
 def log2_size(size: int) -> int:
@@ -159,7 +166,7 @@ class Generator(nn.Module):
         if len(ws) != 2:
             raise ValueError(f"expected 1 or 2 latents for style mixing, got {len(ws)}")
         if inject_index is None:
-            inject_index = random.randint(1, self.n_latent - 1)
+            inject_index = mixing_crossover(self.n_latent)
         first = ws[0].unsqueeze(1).repeat(1, inject_index, 1)
         second = ws[1].unsqueeze(1).repeat(1, self.n_latent - inject_index, 1)
         return torch.cat([first, second], 1)

@@ -33,6 +33,7 @@ from gpen_lightning.io import atomic_write
 from gpen_lightning.losses import networks
 from gpen_lightning.metrics import swd
 from gpen_lightning.metrics.wasserstein import SlicedWassersteinDistance
+from gpen_lightning.ranges import to_signed, to_unit
 from gpen_lightning.zoo.generator import Generator
 from gpen_lightning.zoo.presets import match_preset
 from gpen_lightning.zoo.weights import load_restoration_model
@@ -96,7 +97,7 @@ class _Scorers:
         FID states are updated."""
         hq_embedding = None
         if self.arcface is not None:  # the HQ side once per batch, shared by every method
-            hq_embedding = self.arcface(networks.face_crop_112(hq * 2 - 1))
+            hq_embedding = self.arcface(networks.face_crop_112(to_signed(hq)))
         scores = {}
         for method, out in outputs.items():
             s = {
@@ -108,9 +109,9 @@ class _Scorers:
                 ),
             }
             if self.lpips is not None:
-                s["lpips"] = self.lpips(out * 2 - 1, hq * 2 - 1).flatten()
+                s["lpips"] = self.lpips(to_signed(out), to_signed(hq)).flatten()
             if hq_embedding is not None:
-                embedding = self.arcface(networks.face_crop_112(out * 2 - 1))
+                embedding = self.arcface(networks.face_crop_112(to_signed(out)))
                 cos = (embedding * hq_embedding).sum(1).clamp(-1, 1)
                 s["id_deg"] = torch.rad2deg(torch.arccos(cos))
             if self.fids:
@@ -159,14 +160,14 @@ def evaluate(
         pair = degrade_fixed(degradation, batch["hq"], batch["index"], seed=seed)
         hq = pair["hq"].float().div(255).to(device)
         lq = pair["lq"].float().div(255).to(device)
-        restored = (net(lq * 2 - 1).float().clamp(-1, 1) + 1) / 2
+        restored = to_unit(net(to_signed(lq)).float().clamp(-1, 1))
         outputs = {"input": lq, "bicubic": _bicubic(lq, pair["params"]["scale"]), "gpen": restored}
         for method, scores in scorers.score(outputs, hq).items():
             for k, v in scores.items():
                 sums[method][k] = sums[method].get(k, 0.0) + float(v.sum())
         for method, metric in swds.items():
-            metric.update(hq * 2 - 1, real=True)
-            metric.update(outputs[method] * 2 - 1, real=False)
+            metric.update(to_signed(hq), real=True)
+            metric.update(to_signed(outputs[method]), real=False)
         count += len(hq)
         if sum(len(r) for r in rows) < n_grid:
             rows.append(torch.stack([lq, outputs["bicubic"], restored, hq], 1).cpu())
@@ -218,7 +219,7 @@ def evaluate_prior(
     z = torch.randn(len(reals), prior.style_dim, generator=gen).to(device)
     fakes = torch.cat([prior(chunk).float().clamp(-1, 1).cpu() for chunk in z.split(batch_size)])
     table = {"prior": swd(reals, fakes, seed=seed)}
-    grid = torch.cat([fakes[:n_grid], reals[:n_grid]]).add(1).div(2)
+    grid = to_unit(torch.cat([fakes[:n_grid], reals[:n_grid]]))
     return table, grid
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gpen_lightning.io import atomic_write
+from gpen_lightning.ranges import to_signed
 
 __all__ = ["ExportError", "ExportResult", "export_onnx", "export_safetensors", "export_torchscript"]
 
@@ -39,7 +40,7 @@ class ExportResult:
 
 def _inputs(net: nn.Module, batches: Sequence[int], seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.rand(b, 3, net.size, net.size, generator=g) * 2 - 1 for b in batches]
+    return [to_signed(torch.rand(b, 3, net.size, net.size, generator=g)) for b in batches]
 
 
 def _check(fmt: str, diff: float, atol: float) -> None:

@@ -12,6 +12,7 @@ from gpen_lightning.data.degradation import Degradation
 from gpen_lightning.data.folder import FaceFolder
 from gpen_lightning.data.seeds import rank_seed, stream_seed
 from gpen_lightning.data.synthetic import SyntheticFaces
+from gpen_lightning.ranges import to_signed
 
 __all__ = ["FaceDataModule", "degrade_fixed", "stack_faces"]
 
@@ -136,8 +137,8 @@ class FaceDataModule(L.LightningDataModule):
                 self.val_degradation, hq, indices, seed=self.val_seed, cache=self._cache()
             )
         return {
-            "lq": _to_signed(out["lq"]),
-            "hq": _to_signed(out["hq"]),
+            "lq": to_signed(out["lq"], 255),
+            "hq": to_signed(out["hq"], 255),
             "params": out["params"],
             "index": batch["index"],
         }
@@ -158,7 +159,7 @@ class FaceDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if not self.degrade:
-            return {"hq": _to_signed(batch["hq"]), "index": batch["index"]}
+            return {"hq": to_signed(batch["hq"], 255), "index": batch["index"]}
         train = self.trainer is not None and self.trainer.training
         return self.make_pairs(batch, train=train)
 
@@ -213,13 +214,8 @@ def degrade_fixed(
     }
 
 
-def _to_signed(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1]."""
-    return x.float() / 127.5 - 1
-
-
 def stack_faces(dataset, n: int | None = None) -> torch.Tensor:
     """The HQ faces of the first ``n`` items (all by default) of a face dataset as one float batch
     (n, 3, S, S) in [-1, 1] (the metric sets of SWD)."""
     n = len(dataset) if n is None else min(n, len(dataset))
-    return _to_signed(torch.stack([dataset[i]["hq"] for i in range(n)]))
+    return to_signed(torch.stack([dataset[i]["hq"] for i in range(n)]), 255)

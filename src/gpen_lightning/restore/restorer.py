@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from kornia.filters.kernels import get_pascal_kernel_2d
 from torch import nn
 
+from gpen_lightning.ranges import to_signed, to_unit
 from gpen_lightning.restore.align import similarity_transform, warp_to
 from gpen_lightning.restore.align import template as template_points
 from gpen_lightning.restore.detect import Face, FaceDetector
@@ -252,18 +253,18 @@ class Restorer:
     def _restore_aligned(self, tensors: list[torch.Tensor]) -> list[RestoreResult]:
         """Aligned crops of any size: resized to S, restored, resized back."""
         s = (self.size, self.size)
-        crops = torch.stack([_resize(t.float(), s, "bilinear") for t in tensors]) / 127.5 - 1
+        crops = to_signed(torch.stack([_resize(t.float(), s, "bilinear") for t in tensors]), 255)
         out = self._blend(self.restore_faces(crops), crops)
         results = []
         for t, c, o in zip(tensors, crops, out):
             h, w = t.shape[-2:]
-            img = _resize((o + 1) / 2, (h, w), "bicubic")
+            img = _resize(to_unit(o), (h, w), "bicubic")
             face = RestoredFace(
                 box=np.array([0, 0, w, h], np.float32),
                 landmarks=np.zeros((0, 2), np.float32),
                 score=1.0,
-                crop=_hwc((c + 1) / 2),
-                restored=_hwc((o + 1) / 2),
+                crop=_hwc(to_unit(c)),
+                restored=_hwc(to_unit(o)),
                 matrix=np.array([[self.size / w, 0, 0], [0, self.size / h, 0]]),
             )
             results.append(RestoreResult(image=_hwc(img), faces=[face]))
@@ -279,7 +280,7 @@ class Restorer:
         if not faces:
             return faces, torch.zeros(0, 3, self.size, self.size), matrices
         m = torch.as_tensor(np.stack(matrices), dtype=torch.float32)
-        crops = warp_to(img.float() / 127.5 - 1, m, self.size)
+        crops = warp_to(to_signed(img.float(), 255), m, self.size)
         return faces, crops, matrices
 
     def _blend(self, restored: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
@@ -328,7 +329,7 @@ class Restorer:
         scale = np.diag([1 / s, 1 / s, 1.0])  # output -> input pixel coordinates
         out_matrices = [np.vstack([m, [0, 0, 1]]) @ scale for m in matrices]
         masks = self.masks(faces, matrices)
-        return composite(bg, (restored + 1) / 2, [m[:2] for m in out_matrices], masks)
+        return composite(bg, to_unit(restored), [m[:2] for m in out_matrices], masks)
 
     def _result(self, out, faces, crops, restored, matrices) -> RestoreResult:
         s = self.upscale
@@ -342,8 +343,8 @@ class Restorer:
                     box=f.box * s,
                     landmarks=f.landmarks * s,
                     score=f.score,
-                    crop=_hwc((c + 1) / 2),
-                    restored=_hwc((r + 1) / 2),
+                    crop=_hwc(to_unit(c)),
+                    restored=_hwc(to_unit(r)),
                     matrix=m,
                 )
             )

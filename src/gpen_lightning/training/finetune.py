@@ -17,6 +17,7 @@ from gpen_lightning import losses
 from gpen_lightning.io import latest_file
 from gpen_lightning.losses import networks
 from gpen_lightning.losses.phases import FinetuneLoss
+from gpen_lightning.ranges import to_unit
 from gpen_lightning.training.base import GANModule, eval_mode
 from gpen_lightning.training.fast import compiled, set_memory_format
 from gpen_lightning.zoo.generator import Generator
@@ -271,11 +272,10 @@ class FinetuneModule(GANModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         lq, hq = batch["lq"], batch["hq"]
         out = self._net()(lq).float().clamp(-1, 1)
-        to01 = lambda x: (x.float() + 1) / 2  # noqa: E731
-        self.val_psnr(to01(out), to01(hq))
-        self.val_ssim(to01(out), to01(hq))
-        self.val_psnr_input(to01(lq), to01(hq))
-        self.val_ssim_input(to01(lq), to01(hq))
+        self.val_psnr(to_unit(out), to_unit(hq))
+        self.val_ssim(to_unit(out), to_unit(hq))
+        self.val_psnr_input(to_unit(lq), to_unit(hq))
+        self.val_ssim_input(to_unit(lq), to_unit(hq))
         b = lq.shape[0]
         metrics = {
             "val/psnr": self.val_psnr,
@@ -288,8 +288,8 @@ class FinetuneModule(GANModule):
             self.val_lpips(self.aux["lpips"](out, hq.float()).flatten())
             metrics["val/lpips"] = self.val_lpips
         if "fid" in self.aux:
-            self.aux["fid"].update(to01(hq), real=True)
-            self.aux["fid"].update(to01(out), real=False)
+            self.aux["fid"].update(to_unit(hq), real=True)
+            self.aux["fid"].update(to_unit(out), real=False)
         self.log_dict(metrics, on_epoch=True, batch_size=b, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:

@@ -197,7 +197,9 @@ PYEOF
   }
   # gpu_tests NAME NOMINAL_S PER_TEST_S -k EXPR: the gpu-marked tests (-v) and a summary row;
   # pytest-timeout (when there) fails a test that runs past PER_TEST_S or past the part's time
-  # less 15 s, with its stack in the log, before the part's own timeout would kill it all
+  # less 15 s, before the part's own timeout would kill it all; faulthandler prints every
+  # thread's stack to the log at once when a test passes 45 s (the first pass lost a slow test's
+  # stack with its report), and --durations=0 each test's time
   gpu_tests() {
     local name=$1 nominal=$2 per_test=$3 extra=()
     shift 3
@@ -205,7 +207,8 @@ PYEOF
     per_test=$((t - 15 < per_test ? t - 15 : per_test))
     has pytest_timeout && ((per_test >= 5)) && extra=(--timeout="$per_test")
     TESTS_PART=$name AFTER=summarize_tests run_part "$name" tests "$nominal" "$(mn 20)" \
-      $PY -m pytest -m gpu -v -p no:cacheprovider --continue-on-collection-errors \
+      $PY -m pytest -m gpu -v -p no:cacheprovider --continue-on-collection-errors --durations=0 \
+      -o faulthandler_timeout=45 \
       --junitxml="$work/$name.xml" "${extra[@]}" "$@" \
       tests/test_gpu.py tests/test_prior.py tests/test_retinaface.py
   }

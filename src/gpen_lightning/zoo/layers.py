@@ -204,9 +204,10 @@ class NoiseInjection(nn.Module):
             # eager: one allocation and one pass, in the memory format of x (compiled code fuses
             # the cat below itself; an out= slice would break the graph)
             b, c, h, w = x.shape
-            out = torch.empty((b, 2 * c, h, w), dtype=x.dtype, device=x.device)
-            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-                out = out.contiguous(memory_format=torch.channels_last)
+            last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            fmt = torch.channels_last if last else torch.contiguous_format
+            # allocated in that format (not converted after: a copy of the whole output)
+            out = torch.empty((b, 2 * c, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
             out[:, :c].copy_(x)
             torch.mul(noise, weight, out=out[:, c:])
             return out

@@ -76,3 +76,16 @@ def test_bias_leaky_relu():
     y = bias_leaky_relu(torch.zeros(1, 2, 3, 3), torch.tensor([1.0, -1.0]))
     assert torch.allclose(y[0, 0], torch.full((3, 3), math.sqrt(2)))
     assert torch.allclose(y[0, 1], torch.full((3, 3), -0.2 * math.sqrt(2)))
+
+
+def test_upfirdn2d_keeps_a_channels_last_input_channels_last():
+    """The general path (upsampling, uneven pads) reshapes through contiguous memory; the result
+    gets the input's layout back, with the same values, so layers after it (and their gradients)
+    do not mix layouts."""
+    x = torch.randn(2, 3, 8, 8)
+    k = make_kernel([1, 3, 3, 1]) * 4
+    ref = upfirdn2d(x, k, up=2, pad=(2, 1))
+    out = upfirdn2d(x.contiguous(memory_format=torch.channels_last), k, up=2, pad=(2, 1))
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)
+    assert upfirdn2d(x, k, up=2, pad=(2, 1)).is_contiguous()

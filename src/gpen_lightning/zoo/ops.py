@@ -61,6 +61,9 @@ def upfirdn2d(
     if up == 1 and p0 == p1 >= 0:
         # Fast path (every blur of the networks): padding inside the conv keeps the memory format.
         return F.conv2d(x, weight, stride=down, padding=p0, groups=c)
+    # the general path reshapes through contiguous memory: give a channels-last input its layout
+    # back, or everything downstream (and its gradients) mixes layouts
+    last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     if up > 1:
         # (B, C, H, 1, W, 1) -> pad the singleton axes with up-1 zeros -> (B, C, H*up, W*up)
         x = x.reshape(b, c, h, 1, w, 1)
@@ -70,7 +73,8 @@ def upfirdn2d(
     if p0 < 0 or p1 < 0:
         hh, ww = x.shape[2:]
         x = x[:, :, max(-p0, 0) : hh - max(-p1, 0), max(-p0, 0) : ww - max(-p1, 0)]
-    return F.conv2d(x, weight, stride=down, groups=c)
+    out = F.conv2d(x, weight, stride=down, groups=c)
+    return out.contiguous(memory_format=torch.channels_last) if last else out
 
 
 def bias_leaky_relu(

@@ -17,6 +17,7 @@ from gpen_lightning.config import compose
 from gpen_lightning.testing import lightning_order
 from gpen_lightning.training.distributed import broadcast_module
 from gpen_lightning.training.grads import sanitize_grads
+from tests.test_cli import FAST
 
 WORLD = 2
 
@@ -135,18 +136,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-FAST = [
-    "logger=csv",
-    "model.recipe.prior_kimg=0.1",
-    "data.val_fraction=0.2",
-    "model.recipe.sample_every_kimg=0.05",
-    "model.recipe.ckpt_every_kimg=0.05",
-    "data.synthetic_length=64",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
 
 
 def _last_state(run: Path) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["use_cpu_huge_pages"]
+__all__ = ["close_process_group", "use_cpu_huge_pages"]
 
 
 def use_cpu_huge_pages(enabled: bool = True) -> bool:
@@ -26,3 +26,15 @@ def use_cpu_huge_pages(enabled: bool = True) -> bool:
         return False
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1" if enabled else "0")
     return True
+
+
+def close_process_group() -> None:
+    """End this process's part in a distributed run: wait for the others, then destroy the
+    default process group. Lightning leaves it open; a gloo group still alive at interpreter exit
+    can abort the process ("terminate called without an active exception", exit -6) after all
+    its work was written. No-op when not distributed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
+from gpen_lightning.runtime import close_process_group
 from gpen_lightning.training.callbacks import AtomicCheckpointIO, KimgCheckpoint, SampleGrid
 from gpen_lightning.training.distributed import PhaseDDPStrategy
 
@@ -116,6 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         if "wandb" in sys.modules and any(type(lg).__name__ == "WandbLogger" for lg in loggers):
             sys.modules["wandb"].finish()  # one wandb run per job, also under multirun
+    close_process_group()  # every process done: no gloo/NCCL group left for interpreter exit
 
     ckpt = next((c for c in callbacks if isinstance(c, KimgCheckpoint)), None)
     samples = next((c for c in callbacks if isinstance(c, SampleGrid)), None)

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from gpen_lightning.restore.batch import Pending, Report, RestoreRun, make_restorer
 from gpen_lightning.restore.video import VIDEO_EXTENSIONS
+from gpen_lightning.runtime import close_process_group
 
 __all__ = ["RestoreModule", "RestoreWriter", "predict_files"]
 
@@ -99,4 +100,5 @@ def predict_files(cfg: DictConfig, files: list[Path], root: Path, out_dir: Path)
         shuffle=False,
     )
     trainer.predict(module, loader, return_predictions=False)
+    close_process_group()
     return writer.report if trainer.is_global_zero else None

@@ -137,3 +137,9 @@ def test_clear_errors_for_wrong_inputs(tmp_path):
     d_state = export_official(build("gpen-tiny-32", "discriminator"))
     with pytest.raises(CheckpointMismatchError, match="asked for the generator"):
         load_official(d_state, part="generator")
+
+
+def test_load_official_is_the_first_name_of_load_network():
+    from gpen_lightning.zoo import load_network, load_official
+
+    assert load_official is load_network

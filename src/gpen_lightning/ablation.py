@@ -24,7 +24,7 @@ from torchvision.utils import make_grid, save_image
 
 from gpen_lightning.evaluate import evaluate, format_table
 from gpen_lightning.io import atomic_write
-from gpen_lightning.zoo.official import load_official
+from gpen_lightning.zoo.official import load_network
 
 __all__ = ["AblationReport", "ablation_report", "find_jobs"]
 
@@ -70,7 +70,7 @@ def ablation_report(
         cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
         dataset, degradation = _validation_faces(cfg, faces)
         scores, grid = evaluate(
-            load_official(job / "gpen.pt"),
+            load_network(job / "gpen.pt"),
             dataset,
             degradation=degradation,
             seed=seed,

@@ -2,7 +2,7 @@
 
 - ONNX through the dynamo exporter (the legacy TorchScript-based exporter cannot follow weights
   modulated at run time), with a dynamic batch axis, checked with ONNX Runtime;
-- safetensors weights (official key layout plus ``w_avg``; ``load_official`` reads them back);
+- safetensors weights (official key layout plus ``w_avg``; ``load_network`` reads them back);
 - TorchScript (``torch.jit.trace``), when tracing works.
 """
 

@@ -281,7 +281,7 @@ class GANModule(L.LightningModule):
     # -- weights -----------------------------------------------------------------------------
     def _save_weights(self, path, fmt: str, trained: nn.Module) -> None:
         """``{"g_ema", "g", "d", "meta"}`` on CPU, atomically: the layout of an official training
-        checkpoint, so ``load_official(path)`` returns the EMA network (``part="discriminator"``
+        checkpoint, so ``load_network(path)`` returns the EMA network (``part="discriminator"``
         the D); plain tensors, loadable with ``weights_only=True``."""
         cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}  # noqa: E731
         meta = {

@@ -25,7 +25,7 @@ from gpen_lightning.zoo.gpen import GPEN
 from gpen_lightning.zoo.official import (
     CheckpointMismatchError,
     export_official,
-    load_official,
+    load_network,
 )
 from gpen_lightning.zoo.presets import build
 
@@ -212,7 +212,7 @@ class FinetuneModule(GANModule):
             if init == "auto"
             else Path(init)
         )
-        net = load_official(path)
+        net = load_network(path)
         try:
             if isinstance(net, Generator):
                 self.gpen.generator.load_state_dict(net.state_dict())
@@ -229,7 +229,7 @@ class FinetuneModule(GANModule):
             ) from None
         explicit = self.hparams.init_discriminator
         try:
-            disc = load_official(explicit or path, part="discriminator")
+            disc = load_network(explicit or path, part="discriminator")
             self.discriminator.load_state_dict(disc.state_dict())
             what += ", discriminator"
         except (KeyError, CheckpointMismatchError):
@@ -313,7 +313,7 @@ class FinetuneModule(GANModule):
         return torch.stack([lq.float(), out, hq.float()], 1).flatten(0, 1)
 
     def export_weights(self, path: str | os.PathLike[str]) -> None:
-        """``path``: ``{"g_ema", "g", "d", "meta"}`` (ours; ``load_official`` reads it) and, next
+        """``path``: ``{"g_ema", "g", "d", "meta"}`` (ours; ``load_network`` reads it) and, next
         to it, ``<stem>-official.pth``: the EMA GPEN in the official layout, which the official
         demo code loads as it loads a released GPEN-BFR file."""
         self._save_weights(path, "gpen-lightning-gpen", self.gpen)

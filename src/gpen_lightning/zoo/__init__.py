@@ -26,6 +26,7 @@ from gpen_lightning.zoo.official import (
     UnsafeCheckpointError,
     export_official,
     infer_config,
+    load_network,
     load_official,
     official_state_dict,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "export_official",
     "get_preset",
     "infer_config",
+    "load_network",
     "load_official",
     "load_restoration_model",
     "minibatch_stddev",

@@ -28,6 +28,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "export_official",
     "infer_config",
+    "load_network",
     "load_official",
     "official_state_dict",
 ]
@@ -178,14 +179,15 @@ def check_state(module: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
         raise CheckpointMismatchError("\n".join(lines))
 
 
-def load_official(
+def load_network(
     src: str | os.PathLike[str] | Mapping[str, Any],
     *,
     part: Literal["generator", "discriminator"] | None = None,
     prefer_ema: bool = True,
     map_location: Any = "cpu",
 ) -> nn.Module:
-    """Build and load a network from an official GPEN checkpoint (path or state dict).
+    """Build and load a network from a GPEN checkpoint (path or state dict): the official releases
+    and training checkpoints, and this package's exports (``prior.pt``, ``gpen.pt``, safetensors).
 
     Accepts bare state dicts (the released generator and ``-D`` files, or a standalone prior) and
     training dicts with ``g`` / ``g_ema`` / ``d`` keys (``part`` picks which; the EMA generator is
@@ -214,3 +216,6 @@ def load_official(
     result = module.load_state_dict(state, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys
     return module.eval()
+
+
+load_official = load_network  # its first name, from when it read the official files only

@@ -14,7 +14,7 @@ from torch import nn
 from gpen_lightning.io import latest_file
 from gpen_lightning.zoo.generator import Generator
 from gpen_lightning.zoo.gpen import GPEN
-from gpen_lightning.zoo.official import CheckpointMismatchError, load_official
+from gpen_lightning.zoo.official import CheckpointMismatchError, load_network
 from gpen_lightning.zoo.presets import build
 
 __all__ = ["load_restoration_model"]
@@ -59,9 +59,9 @@ def load_restoration_model(
         ema = {k.removeprefix("g_ema."): v for k, v in state.items() if k.startswith("g_ema.")}
         if not ema:
             raise CheckpointMismatchError(f"{path} is not a stage=finetune checkpoint (no g_ema)")
-        net = load_official(ema)
+        net = load_network(ema)
     else:
-        net = load_official(path)
+        net = load_network(path)
     if not isinstance(net, GPEN) and not (allow_prior and isinstance(net, Generator)):
         raise CheckpointMismatchError(
             f"{path} holds a {type(net).__name__}, not a GPEN restoration network (a prior.pt "

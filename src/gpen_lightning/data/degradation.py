@@ -185,9 +185,9 @@ class Degradation(nn.Module):
         """Per-sample Gaussian / motion blur (reflect borders): (B, C, H, W) -> same. ``p``: the
         host parameters (which kinds were drawn is decided on them), ``dp``: the same on the
         device of ``x`` (``params_to``)."""
-        dp = params_to(p, x.device) if dp is None else dp
         if not bool((p["blur_kind"] > 0).any()):  # host values: no device read-back
             return x
+        dp = params_to(p, x.device) if dp is None else dp
         f = lambda key: dp[key].to(x.dtype)  # noqa: E731
         k = gaussian_kernels(f("sigma_x"), f("sigma_y"), f("theta"), self.kernel_size)
         kind = dp["blur_kind"]

@@ -35,7 +35,7 @@ from torch import nn
 from gpen_lightning.io import atomic_save
 from gpen_lightning.losses.phases import REGULARIZATION, GANLoss, PhaseLoss, PhaseOutput
 from gpen_lightning.training.ema import ema_beta, update_ema
-from gpen_lightning.training.grads import sanitize_grads
+from gpen_lightning.training.grads import sanitize_grads, world_size
 
 __all__ = ["GANModule", "TrainingPhase", "eval_mode"]
 
@@ -84,11 +84,12 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 def _all_reduce(x: torch.Tensor, op: str) -> torch.Tensor:
     """``x`` reduced over processes (``"min"`` or ``"mean"``) without a barrier; identity when not
     distributed. Lightning's ``strategy.reduce`` adds a barrier, which blocks the host."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    n_proc = world_size()
+    if n_proc == 1:
         return x
     x = x.detach().clone().float()
     dist.all_reduce(x, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
-    return x / dist.get_world_size() if op == "mean" else x
+    return x / n_proc if op == "mean" else x
 
 
 class GANModule(L.LightningModule):

@@ -272,10 +272,11 @@ class FinetuneModule(GANModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         lq, hq = batch["lq"], batch["hq"]
         out = self._net()(lq).float().clamp(-1, 1)
-        self.val_psnr(to_unit(out), to_unit(hq))
-        self.val_ssim(to_unit(out), to_unit(hq))
-        self.val_psnr_input(to_unit(lq), to_unit(hq))
-        self.val_ssim_input(to_unit(lq), to_unit(hq))
+        out01, lq01, hq01 = (to_unit(x.float()) for x in (out, lq, hq))
+        self.val_psnr(out01, hq01)
+        self.val_ssim(out01, hq01)
+        self.val_psnr_input(lq01, hq01)
+        self.val_ssim_input(lq01, hq01)
         b = lq.shape[0]
         metrics = {
             "val/psnr": self.val_psnr,
@@ -288,8 +289,8 @@ class FinetuneModule(GANModule):
             self.val_lpips(self.aux["lpips"](out, hq.float()).flatten())
             metrics["val/lpips"] = self.val_lpips
         if "fid" in self.aux:
-            self.aux["fid"].update(to_unit(hq), real=True)
-            self.aux["fid"].update(to_unit(out), real=False)
+            self.aux["fid"].update(hq01, real=True)
+            self.aux["fid"].update(out01, real=False)
         self.log_dict(metrics, on_epoch=True, batch_size=b, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:

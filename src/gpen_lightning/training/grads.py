@@ -44,6 +44,8 @@ def sanitize_grads(
     waits on the host.
     """
     n_proc = world_size() if average else 1
+    if not clean and n_proc == 1:  # nothing to average, nothing to clean
+        return torch.zeros((), dtype=torch.long)
     params = [p for p in params if p.grad is not None or (n_proc > 1 and p.requires_grad)]
     for p in params:
         if p.grad is None:

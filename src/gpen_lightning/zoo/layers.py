@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gpen_lightning.zoo.ops import bias_leaky_relu, make_kernel, upfirdn2d
+from gpen_lightning.zoo.ops import bias_leaky_relu, is_channels_last, make_kernel, upfirdn2d
 
 NoiseMode = Literal["concat", "add", "none"]
 NOISE_MODES: tuple[str, ...] = ("concat", "add", "none")
@@ -168,7 +168,7 @@ class ConstantInput(nn.Module):
 def _randn_as(x: torch.Tensor) -> torch.Tensor:
     """Standard-normal noise shaped and laid out like ``x`` (B, C, H, W), drawn into contiguous
     memory: PyTorch's CPU sampler is about 10x slower writing a channels-last tensor."""
-    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+    if not is_channels_last(x):
         return torch.randn(x.shape, dtype=x.dtype, device=x.device)
     b, c, h, w = x.shape
     return torch.randn(b, h, w, c, dtype=x.dtype, device=x.device).permute(0, 3, 1, 2)
@@ -204,8 +204,7 @@ class NoiseInjection(nn.Module):
             # eager: one allocation and one pass, in the memory format of x (compiled code fuses
             # the cat below itself; an out= slice would break the graph)
             b, c, h, w = x.shape
-            last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-            fmt = torch.channels_last if last else torch.contiguous_format
+            fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
             # allocated in that format (not converted after: a copy of the whole output)
             out = torch.empty((b, 2 * c, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
             out[:, :c].copy_(x)

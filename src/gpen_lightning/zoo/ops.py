@@ -13,10 +13,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["make_kernel", "upfirdn2d", "bias_leaky_relu"]
+__all__ = ["bias_leaky_relu", "is_channels_last", "make_kernel", "upfirdn2d"]
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` (B, C, H, W) is laid out channels-last, and not also plain contiguous (as a
+    tensor with one channel or 1x1 maps is in both formats)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def make_kernel(taps: Sequence[float]) -> torch.Tensor:
@@ -63,7 +69,7 @@ def upfirdn2d(
         return F.conv2d(x, weight, stride=down, padding=p0, groups=c)
     # the general path reshapes through contiguous memory: give a channels-last input its layout
     # back, or everything downstream (and its gradients) mixes layouts
-    last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    last = is_channels_last(x)
     if up > 1:
         # (B, C, H, 1, W, 1) -> pad the singleton axes with up-1 zeros -> (B, C, H*up, W*up)
         x = x.reshape(b, c, h, 1, w, 1)

@@ -7,7 +7,8 @@ import torch
 
 from gpen_lightning.config import compose
 from gpen_lightning.losses import MissingWeightsError, identity_loss
-from gpen_lightning.losses.networks import IRSE, load_fid, load_identity, load_lpips
+from gpen_lightning.losses.networks import IRSE, load_identity, load_lpips
+from gpen_lightning.metrics import load_fid
 from gpen_lightning.train import train
 from gpen_lightning.training import FinetuneModule
 

@@ -31,7 +31,7 @@ from gpen_lightning.data.folder import FaceFolder
 from gpen_lightning.data.synthetic import SyntheticFaces
 from gpen_lightning.io import atomic_write
 from gpen_lightning.losses import networks
-from gpen_lightning.metrics import swd
+from gpen_lightning.metrics import load_fid, swd
 from gpen_lightning.metrics.wasserstein import SlicedWassersteinDistance
 from gpen_lightning.ranges import to_signed, to_unit
 from gpen_lightning.zoo.generator import Generator
@@ -82,7 +82,7 @@ class _Scorers:
         arcface = _optional("identity distance", networks.load_identity, id_weights)
         fids = {}
         for m in METHODS if fid_weights else ():
-            fid = _optional("FID", networks.load_fid, fid_weights)
+            fid = _optional("FID", load_fid, fid_weights)
             if fid is None:
                 break
             fids[m] = fid.to(device)

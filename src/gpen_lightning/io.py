@@ -1,5 +1,6 @@
 """File helpers shared by every layer: atomic writes, so an interrupted save never leaves a
-truncated checkpoint or image behind."""
+truncated checkpoint or image behind, and the check that an optional network's weights file is
+there (``require_weights``: nothing is ever downloaded)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_save", "atomic_write", "latest_file"]
+__all__ = ["MissingWeightsError", "atomic_save", "atomic_write", "latest_file", "require_weights"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
@@ -41,3 +42,18 @@ def latest_file(
     ``where``, the newest for which ``where(path)`` holds (tried newest first)."""
     found = sorted(Path(root, stage).rglob(name), key=lambda p: p.stat().st_mtime, reverse=True)
     return next((p for p in found if where is None or where(p)), None)
+
+
+class MissingWeightsError(FileNotFoundError):
+    """An optional loss or metric was switched on without its weights file."""
+
+
+def require_weights(path: str | os.PathLike[str] | None, *, what: str, how: str) -> Path:
+    """``path`` as a ``Path`` if it names a file, else ``MissingWeightsError`` saying that ``what``
+    (the loss or metric) needs it and ``how`` to get it."""
+    if not path:
+        raise MissingWeightsError(f"{what} is enabled but no weights file was given: {how}")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingWeightsError(f"{what}: weights file {path} does not exist; {how}")
+    return path

@@ -4,10 +4,11 @@
 regularization, style-mixing latents) and its lazy-regularization optimizer correction.
 ``phases``: the loss objects of both stages (phases Dmain, Dreg, Gmain, Greg with their weights).
 ``restoration``: the fine-tuning losses (content L1 / smooth-L1, discriminator feature matching,
-ArcFace identity). ``networks``: the pretrained networks of the optional losses and metrics
-(IR-SE ArcFace, LPIPS, FID Inception), loaded from local files only.
+ArcFace identity). ``networks``: the pretrained networks of the optional losses (IR-SE ArcFace,
+LPIPS), loaded from local files only (the FID network is in ``gpen_lightning.metrics.fid``).
 """
 
+from gpen_lightning.io import MissingWeightsError
 from gpen_lightning.losses.gan import (
     LazyRegularization,
     d_logistic_loss,
@@ -16,7 +17,6 @@ from gpen_lightning.losses.gan import (
     path_length_penalty,
     r1_penalty,
 )
-from gpen_lightning.losses.networks import MissingWeightsError
 from gpen_lightning.losses.phases import FinetuneLoss, GANLoss, PriorLoss
 from gpen_lightning.losses.restoration import content_loss, feature_matching_loss, identity_loss
 

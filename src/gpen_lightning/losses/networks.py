@@ -1,14 +1,12 @@
-"""Pretrained networks behind the optional losses and metrics, loaded from local files only.
+"""Pretrained networks behind the optional losses, loaded from local files only.
 
 - ``IRSE``: the ArcFace IR-SE face-embedding network (``model_ir_se50.pth``, the identity loss of
   the official GPEN training script); depth and widths are read from the state dict.
 - ``load_lpips``: LPIPS (the reference ``lpips`` package) with its bundled linear heads and a
   torchvision AlexNet / VGG16 backbone file (``alexnet-owt-7be5be79.pth`` / ``vgg16-397923af.pth``).
-- ``load_fid``: torchmetrics' FID with the local Inception weights of torch-fidelity
-  (``weights-inception-2015-12-05-6726825d.pth``).
 
-Nothing is downloaded: a missing file raises ``MissingWeightsError`` naming the file and how to
-get it.
+Nothing is downloaded: a missing file raises ``MissingWeightsError`` (``gpen_lightning.io``)
+naming the file and how to get it. The FID network is a metric: ``gpen_lightning.metrics.fid``.
 """
 
 from __future__ import annotations
@@ -16,26 +14,15 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["IRSE", "MissingWeightsError", "load_fid", "load_identity", "load_lpips"]
+from gpen_lightning.io import MissingWeightsError, require_weights
 
-
-class MissingWeightsError(FileNotFoundError):
-    """An optional loss or metric was switched on without its weights file."""
-
-
-def _require(path: str | os.PathLike[str] | None, what: str, how: str) -> Path:
-    if not path:
-        raise MissingWeightsError(f"{what} is enabled but no weights file was given: {how}")
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MissingWeightsError(f"{what}: weights file {path} does not exist; {how}")
-    return path
+# MissingWeightsError: re-exported, the loaders here raise it
+__all__ = ["IRSE", "MissingWeightsError", "face_crop_112", "load_identity", "load_lpips"]
 
 
 class _SE(nn.Module):
@@ -144,10 +131,10 @@ def face_crop_112(images: torch.Tensor) -> torch.Tensor:
 
 def load_identity(path: str | os.PathLike[str] | None) -> IRSE:
     """The frozen IR-SE embedding network from a local ``model_ir_se50.pth``-style state dict."""
-    path = _require(
+    path = require_weights(
         path,
-        "the identity loss (module.id_weight > 0)",
-        "download the ArcFace IR-SE50 weights used by the official GPEN training script "
+        what="the identity loss (module.id_weight > 0)",
+        how="download the ArcFace IR-SE50 weights used by the official GPEN training script "
         "(model_ir_se50.pth, from the pSp / InsightFace_Pytorch releases) and pass "
         "module.id_weights=/path/to/model_ir_se50.pth (id_weights=... for stage=evaluate)",
     )
@@ -167,10 +154,10 @@ def load_lpips(path: str | os.PathLike[str] | None, net: str = "alex") -> nn.Mod
     if net not in _BACKBONES:
         raise ValueError(f"LPIPS backbone must be one of {sorted(_BACKBONES)}, got {net!r}")
     name = _BACKBONES[net]
-    path = _require(
+    path = require_weights(
         path,
-        "LPIPS",
-        f"download torchvision's ImageNet {name} weights "
+        what="LPIPS",
+        how=f"download torchvision's ImageNet {name} weights "
         f"(https://download.pytorch.org/models/{_BACKBONE_FILES[net]}) and pass its path "
         "(module.lpips_weights=PATH when training, lpips_weights=PATH for stage=evaluate)",
     )
@@ -191,21 +178,3 @@ def load_lpips(path: str | os.PathLike[str] | None, net: str = "alex") -> nn.Mod
         for idx, layer in stage.named_children():
             layer.load_state_dict(backbone.features[int(idx)].state_dict())
     return lpips.eval().requires_grad_(False)
-
-
-def load_fid(path: str | os.PathLike[str] | None):
-    """torchmetrics ``FrechetInceptionDistance`` (2048-d pool features) on the local
-    torch-fidelity Inception weights at ``path``; feed it images in [0, 1] (``normalize=True``)."""
-    path = _require(
-        path,
-        "FID",
-        "download torch-fidelity's Inception weights "
-        "(https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-        "weights-inception-2015-12-05-6726825d.pth) and pass its path (module.fid_weights=PATH "
-        "when training, fid_weights=PATH for stage=evaluate)",
-    )
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    return FrechetInceptionDistance(
-        feature=2048, normalize=True, feature_extractor_weights_path=str(path)
-    )

@@ -17,6 +17,7 @@ from gpen_lightning import losses
 from gpen_lightning.io import latest_file
 from gpen_lightning.losses import networks
 from gpen_lightning.losses.phases import FinetuneLoss
+from gpen_lightning.metrics.fid import load_fid
 from gpen_lightning.ranges import to_unit
 from gpen_lightning.training.base import GANModule, eval_mode
 from gpen_lightning.training.fast import compiled, set_memory_format
@@ -161,7 +162,7 @@ class FinetuneModule(GANModule):
             if lpips_weight > 0:
                 weights["lpips"] = lpips_weight
         if fid_weights:
-            self.aux["fid"] = networks.load_fid(fid_weights)
+            self.aux["fid"] = load_fid(fid_weights)
         self.loss = FinetuneLoss(
             generator=self.gpen,
             discriminator=self.discriminator,

@@ -81,3 +81,32 @@ def test_no_private_name_taken_from_another_module():
         if n.startswith("_") and mod != name
     ]
     assert not taken, taken
+
+
+def _bound_names(tree: ast.Module, package: str) -> set[str]:
+    """Names a package's ``__init__`` binds at top level to something other than its submodule of
+    that name (``from package import sub`` binds the submodule itself and is not counted)."""
+    bound = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module != package:
+            bound |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            bound |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return bound
+
+
+def test_no_package_rebinds_a_submodule_name():
+    # `metrics.swd` as a function over a `metrics/swd.py` module: which one an import gets then
+    # depends on import order (importing the submodule rebinds the package attribute)
+    modules = _modules()
+    clashes = [
+        f"{name}.{n}"
+        for name, path in modules.items()
+        if path.name == "__init__.py"
+        for n in _bound_names(ast.parse(path.read_text()), name)
+        if f"{name}.{n}" in modules
+    ]
+    assert not clashes, clashes

@@ -24,10 +24,10 @@ import av
 import numpy as np
 import torch
 
-from gpen_lightning.data.synthetic import synthetic_clip
 from gpen_lightning.restore import Restorer
 from gpen_lightning.restore.track import FaceTracker, crop_flicker, landmark_jitter
 from gpen_lightning.restore.video import _Encoder, probe, restore_video
+from gpen_lightning.testing_clips import synthetic_clip
 
 
 def speed(preset: str, clip: Path, out: Path, *, device: str, bf16: bool, batch: int) -> dict:

@@ -15,12 +15,13 @@ import torch
 from PIL import Image
 
 from gpen_lightning.config import compose
-from gpen_lightning.data.synthetic import render_face, synthetic_clip
+from gpen_lightning.data.synthetic import render_face
 from gpen_lightning.restore import Restorer
 from gpen_lightning.restore.cli import restore_files
 from gpen_lightning.restore.detect import Face
 from gpen_lightning.restore.track import FaceTracker, OneEuroFilter, crop_flicker, landmark_jitter
 from gpen_lightning.restore.video import VideoError, _Encoder, probe, restore_video
+from gpen_lightning.testing_clips import synthetic_clip
 from gpen_lightning.zoo import build, export_official
 
 from .test_cli import _cli

@@ -38,7 +38,8 @@ def log2_size(size: int) -> int:
 
 
 def channel_table(channel_multiplier: int = 2, narrow: float = 1.0) -> dict[int, int]:
-    """Channels per resolution: 4..32 -> 512, 64 -> 256*cm, ..., 2048 -> 8*cm, all x narrow."""
+    """Channels per resolution: 4..32 -> 512, 64 -> 256*cm, ..., 2048 -> 8*cm, all x narrow.
+    The one source of the widths (``official.infer_config`` reads cm back from them)."""
     cm = channel_multiplier
     base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm}
     base.update({512: 32 * cm, 1024: 16 * cm, 2048: 8 * cm})

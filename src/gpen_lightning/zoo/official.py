@@ -20,7 +20,7 @@ from torch import nn
 
 from gpen_lightning.io import atomic_save
 from gpen_lightning.zoo.discriminator import Discriminator
-from gpen_lightning.zoo.generator import Generator
+from gpen_lightning.zoo.generator import Generator, channel_table
 from gpen_lightning.zoo.gpen import GPEN
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
 ]
 
 _NON_OFFICIAL_SUFFIXES = ("w_avg",)
-_BASE_CHANNELS = {64: 256, 128: 128, 256: 64, 512: 32, 1024: 16, 2048: 8}
 
 
 class UnsafeCheckpointError(ValueError):
@@ -117,10 +116,11 @@ def _max_index(state: Mapping[str, Any], prefix: str) -> int:
 
 
 def _channel_multiplier(size: int, ch_size: int, narrow: float) -> int:
-    """cm from the channel count at full resolution (cm has no effect below 64 px)."""
+    """cm from the channel count at full resolution (cm has no effect below 64 px): the count
+    over the width the channel table gives at cm = 1."""
     if size < 64:
         return 1
-    return max(1, round(ch_size / (_BASE_CHANNELS[size] * narrow)))
+    return max(1, round(ch_size / (channel_table(1)[size] * narrow)))
 
 
 def infer_config(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:

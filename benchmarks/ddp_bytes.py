@@ -116,7 +116,7 @@ def _measure(args: argparse.Namespace) -> None:
             "minibatches": module.progress["batches"],
             "phase_calls": dict(calls),
             "bytes": dict(sent),
-            "g_bytes": net(module.trained),
+            "g_bytes": net(module.trained_generator),
             "d_bytes": net(module.discriminator),
         }
         print("ROW " + json.dumps(row), flush=True)

@@ -95,7 +95,7 @@ def _training(rank: int, store: str, out: str, stage: str) -> None:
     finally:
         dist.all_reduce = all_reduce
     sizes = {
-        "G": sum(p.numel() * 4 for p in module.trained.parameters()),
+        "G": sum(p.numel() * 4 for p in module.trained_generator.parameters()),
         "D": sum(p.numel() * 4 for p in module.discriminator.parameters()),
     }
     state = {k: v for k, v in module.state_dict().items() if v.is_floating_point()}

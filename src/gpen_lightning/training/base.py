@@ -94,12 +94,13 @@ def _all_reduce(x: torch.Tensor, op: str) -> torch.Tensor:
 
 class GANModule(L.LightningModule):
     """Base of ``PriorModule`` and ``FinetuneModule``. Subclasses set ``self.discriminator``,
-    ``self.g_ema``, ``self.loss`` (a ``GANLoss``) and ``self.trained`` (the network G's optimizer
-    trains), and read ``hparams`` ``max_kimg``, ``max_nan_streak``, ``ema_half_life_kimg``,
-    ``ema_rampup``, ``log_every`` and ``check_every``."""
+    ``self.g_ema``, ``self.loss`` (a ``GANLoss``) and ``self.trained_generator`` (the G network
+    the optimizer trains and ``g_ema`` averages: the prior's ``Generator``, or the whole ``GPEN``
+    when fine-tuning), and read ``hparams`` ``max_kimg``, ``max_nan_streak``,
+    ``ema_half_life_kimg``, ``ema_rampup``, ``log_every`` and ``check_every``."""
 
     loss: GANLoss
-    trained: nn.Module
+    trained_generator: nn.Module
 
     def __init__(self) -> None:
         super().__init__()
@@ -150,7 +151,7 @@ class GANModule(L.LightningModule):
     def phases(self) -> tuple[TrainingPhase, ...]:
         """The phase records, in the order they run (built once, on first use)."""
         if self._phases is None:
-            loss, g, d = self.loss, self.trained, self.discriminator
+            loss, g, d = self.loss, self.trained_generator, self.discriminator
             self._phases = (
                 TrainingPhase("Dmain", d, 1, 1, loss.d_main),
                 TrainingPhase("Dreg", d, 1, loss.r1_every, loss.d_reg, "r1_steps"),
@@ -220,7 +221,7 @@ class GANModule(L.LightningModule):
             images_seen=self.num_images,
             rampup=self.hparams.ema_rampup,
         )
-        update_ema(self.g_ema, self.trained, beta)
+        update_ema(self.g_ema, self.trained_generator, beta)
         self.progress["images_seen"] += global_batch
         self.progress["batches"] += 1
         self.nan_streak.mul_(bad).add_(bad.long())  # +1 on a bad minibatch, else back to 0

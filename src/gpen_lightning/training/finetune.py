@@ -142,7 +142,7 @@ class FinetuneModule(GANModule):
         self.discriminator = build(name, "discriminator", stddev_group=stddev_group, **arch)
         set_memory_format(self.gpen, self.discriminator, channels_last=channels_last)
         self.g_ema = copy.deepcopy(self.gpen).requires_grad_(False)
-        self.trained = self.gpen
+        self.trained_generator = self.gpen
         if noise_lr not in ("decoder", "encoder"):
             raise ValueError(f"noise_lr must be 'decoder' or 'encoder', got {noise_lr!r}")
         if freeze_prior:

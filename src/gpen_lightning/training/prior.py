@@ -82,7 +82,7 @@ class PriorModule(GANModule):
         self.discriminator = build(name, "discriminator", stddev_group=stddev_group, **model)
         set_memory_format(self.generator, self.discriminator, channels_last=channels_last)
         self.g_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        self.trained = self.generator
+        self.trained_generator = self.generator
         self.loss = PriorLoss(
             generator=self.generator,
             discriminator=self.discriminator,

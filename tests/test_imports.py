@@ -110,3 +110,51 @@ def test_no_package_rebinds_a_submodule_name():
         if f"{name}.{n}" in modules
     ]
     assert not clashes, clashes
+
+
+MAX_FUNCTION_LINES = 60
+
+# Functions still over MAX_FUNCTION_LINES, to be split by whoever owns them now; drop an entry
+# once its function is short (a stale entry does no harm, so the list may lead the code).
+LONG_FUNCTIONS_ALLOWED = {
+    # the stage constructors: being restructured (options objects) by another change
+    "gpen_lightning.training.finetune:FinetuneModule.__init__",
+    "gpen_lightning.training.prior:PriorModule.__init__",
+    # split in the entry-layer redesign (evaluate.py, app.py, config.py, export.py, restore's
+    # cli / batch / distributed / restorer)
+    "gpen_lightning.evaluate:run_evaluate",
+}
+
+
+def _functions(tree: ast.AST, prefix: str = "") -> list[tuple[str, int]]:
+    """(qualified name, length in lines) of every function and method, nested ones too. The
+    length runs from the ``def`` line to the last line of the body, docstring and comments
+    inside included, decorators not."""
+    found = []
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            name = prefix + node.name
+            found.append((name, node.end_lineno - node.lineno + 1))
+            found += _functions(node, name + ".")
+        elif isinstance(node, ast.ClassDef):
+            found += _functions(node, prefix + node.name + ".")
+        else:
+            found += _functions(node, prefix)
+    return found
+
+
+def test_functions_are_at_most_60_lines():
+    too_long = [
+        f"{module}:{name} ({n} lines)"
+        for module, path in sorted(_modules().items())
+        for name, n in _functions(ast.parse(path.read_text()))
+        if n > MAX_FUNCTION_LINES and f"{module}:{name}" not in LONG_FUNCTIONS_ALLOWED
+    ]
+    assert not too_long, f"over {MAX_FUNCTION_LINES} lines, split them: {too_long}"
+
+
+def test_the_length_count_runs_from_def_to_the_last_body_line():
+    source = '@decorator\ndef f():\n    """Doc."""\n    x = 1\n\n    return x\n'
+    assert _functions(ast.parse(source)) == [("f", 5)]
+    nested = "class A:\n    def m(self):\n        def inner():\n            pass\n"
+    assert _functions(ast.parse(nested)) == [("A.m", 3), ("A.m.inner", 2)]

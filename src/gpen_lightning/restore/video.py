@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -194,67 +195,119 @@ def restore_video(
     src, dst = Path(src), Path(dst)
     container = _open(src)
     report = VideoReport()
-    part = dst.with_name(f".{dst.stem}.part{dst.suffix}")
+    part = dst.with_name(f".{dst.stem}.part{dst.suffix}")  # renamed onto dst once complete
     try:
-        vstream = container.streams.video[0]
-        vstream.thread_type = "AUTO"
-        info = _info(container)
-        report.declared = info.frames or _frames_from_duration(container, vstream, info.fps)
-        s = restorer.upscale
-        size = (round(info.height * s), round(info.width * s))
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        encoder = _Encoder(part, container, fps=info.fps, size=size, crf=crf)
-        tracker = FaceTracker(fps=float(info.fps), smooth=smooth)
-        bar = tqdm(
-            total=info.frames or None,
-            desc=src.name,
-            unit="frame",
-            file=sys.stdout,
-            disable=not progress,
-            dynamic_ncols=True,
+        upscale = _transcode(
+            restorer,
+            container,
+            part,
+            report,
+            name=src.name,
+            frames_per_batch=frames_per_batch,
+            smooth=smooth,
+            crf=crf,
+            keep_crops=keep_crops,
+            progress=progress,
         )
-        batch: list[np.ndarray] = []
-
-        def flush() -> None:
-            _restore_batch(restorer, tracker, batch, encoder, report, keep_crops)
-            bar.update(len(batch))
-            batch.clear()
-
-        try:
-            for packet in container.demux(vstream, *container.streams.audio):
-                if packet.stream.type == "audio":
-                    encoder.audio_packet(packet)
-                    continue
-                for frame in packet.decode():
-                    batch.append(frame.to_ndarray(format="rgb24"))
-                    if len(batch) >= frames_per_batch:
-                        flush()
-        except _av().error.FFmpegError as err:
-            report.error = f"decoding stopped after {report.frames + len(batch)} frames: {err}"
-        flush()
-        bar.close()
-        encoder.close()
-        missing = report.declared - report.frames
-        if report.error is None and missing > max(2, 0.05 * report.declared):
-            report.error = (
-                f"truncated: decoded {report.frames} of the {report.declared} frames the "
-                "container declares"
-            )
     except BaseException:
         part.unlink(missing_ok=True)
         raise
     finally:
         container.close()
+    _publish(src, dst, part, report, upscale=upscale)
+    return report
+
+
+def _transcode(
+    restorer: Restorer,
+    container,
+    part: Path,
+    report: VideoReport,
+    *,
+    name: str,
+    frames_per_batch: int,
+    smooth: bool,
+    crf: int,
+    keep_crops: bool,
+    progress: bool,
+) -> float:
+    """Decode ``container``, restore the faces of its frames in batches and encode them to
+    ``part`` (audio packets copied as they come); fill ``report``. Returns the upscale factor.
+
+    A decoding error ends the stream (``report.error``; the frames before it are written); a
+    stream that ends short of its declared length is reported too (``_truncation``)."""
+    vstream = container.streams.video[0]
+    vstream.thread_type = "AUTO"
+    info = _info(container)
+    report.declared = info.frames or _frames_from_duration(container, vstream, info.fps)
+    s = restorer.upscale
+    size = (round(info.height * s), round(info.width * s))
+    part.parent.mkdir(parents=True, exist_ok=True)
+    encoder = _Encoder(part, container, fps=info.fps, size=size, crf=crf)
+    tracker = FaceTracker(fps=float(info.fps), smooth=smooth)
+    bar = tqdm(
+        total=info.frames or None,
+        desc=name,
+        unit="frame",
+        file=sys.stdout,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    batch: list[np.ndarray] = []  # (H, W, 3) uint8 RGB frames
+
+    def flush() -> None:
+        _restore_batch(restorer, tracker, batch, encoder, report, keep_crops)
+        bar.update(len(batch))
+        batch.clear()
+
+    try:
+        for rgb in _decode(container, vstream, encoder):
+            batch.append(rgb)
+            if len(batch) >= frames_per_batch:
+                flush()
+    except _av().error.FFmpegError as err:
+        report.error = f"decoding stopped after {report.frames + len(batch)} frames: {err}"
+    flush()
+    bar.close()
+    encoder.close()
+    if report.error is None:
+        report.error = _truncation(report)
+    return s
+
+
+def _decode(container, vstream, encoder: _Encoder) -> Iterator[np.ndarray]:
+    """The video frames of ``container`` as (H, W, 3) uint8 RGB arrays, in order; its audio
+    packets go to ``encoder`` on the way. FFmpeg errors propagate (corrupt or truncated data)."""
+    for packet in container.demux(vstream, *container.streams.audio):
+        if packet.stream.type == "audio":
+            encoder.audio_packet(packet)
+            continue
+        for frame in packet.decode():
+            yield frame.to_ndarray(format="rgb24")
+
+
+def _truncation(report: VideoReport) -> str | None:
+    """Why a stream that decoded to its end is short: fewer frames than the container declares,
+    by more than 2 frames and 5 % (a declared count is approximate); None when it is not."""
+    missing = report.declared - report.frames
+    if missing > max(2, 0.05 * report.declared):
+        n, declared = report.frames, report.declared
+        return f"truncated: decoded {n} of the {declared} frames the container declares"
+    return None
+
+
+def _publish(src: Path, dst: Path, part: Path, report: VideoReport, *, upscale: float) -> None:
+    """Move the encoded ``part`` onto ``dst``; a video without any face (fully decoded, not
+    resized) is copied through instead, bit for bit. No decoded frame: ``VideoError``."""
     if report.frames == 0:
         part.unlink(missing_ok=True)
         raise VideoError(f"{src}: no frame could be decoded ({report.error or 'empty stream'})")
-    if report.faces == 0 and report.error is None and s == 1:
+    if report.faces == 0 and report.error is None and upscale == 1:
         part.unlink()
         shutil.copyfile(src, dst)  # nothing to restore: the input, bit for bit
         report.copied = True
     else:
         part.replace(dst)
-    return report
 
 
 def _frames_from_duration(container, vstream, fps: Fraction) -> int:

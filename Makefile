@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install train test test-all lint format bench bench-quick gpu-check clean
+.PHONY: help install train test test-all lint format bench bench-quick gpu-check docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -47,5 +47,8 @@ bench-quick: install  ## the suite on tiny presets, one repeat (what CI runs; no
 gpu-check:  ## on a GPU machine: gpu tests + benchmarks -> OUT (PART=budget: all in one 8-min call, results.jsonl; tests|train|official|infer|all|faces128; quick-cpu: CPU dry run)
 	bash benchmarks/gpu_check.sh $${PART:-all}
 
+docs: install  ## build the docs site (strict) -> site/
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:  ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache build dist
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist site

@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
+from gpen_lightning.app import build_stage
 from gpen_lightning.config import compose
 from gpen_lightning.data import FaceFolder, SyntheticFaces, degrade_fixed
-from gpen_lightning.evaluate import run_evaluate
 from gpen_lightning.zoo import build, export_official
 
 from .conftest import shared_path
@@ -46,7 +46,7 @@ def _direct_psnr(net, dataset, cfg) -> float:
 
 def _run(tmp_path, weights, *overrides):
     cfg = compose(["stage=evaluate", f"weights={weights}", f"output={tmp_path}", *overrides])
-    return cfg, run_evaluate(cfg)
+    return cfg, build_stage(cfg).run()
 
 
 @pytest.mark.parametrize("source", ["faces-hq", "synthetic"])

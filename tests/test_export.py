@@ -7,13 +7,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from gpen_lightning.app import build_stage
 from gpen_lightning.config import compose
 from gpen_lightning.export import (
     ExportError,
     export_onnx,
     export_safetensors,
     export_torchscript,
-    run_export,
 )
 from gpen_lightning.zoo import build, export_official, load_official
 
@@ -64,7 +64,7 @@ def test_export_stage_from_official_weights(tmp_path, capsys):
     cfg = compose(
         ["stage=export", f"weights={tmp_path / 'GPEN-tiny.pth'}", f"output={tmp_path / 'out'}"]
     )
-    results = run_export(cfg)
+    results = build_stage(cfg).run()
     assert [r.format for r in results] == ["onnx", "safetensors", "torchscript"]
     for name in ("GPEN-tiny.onnx", "GPEN-tiny.safetensors", "GPEN-tiny.torchscript.pt"):
         assert (tmp_path / "out" / name).is_file()

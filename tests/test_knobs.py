@@ -9,7 +9,7 @@ import torch
 
 from gpen_lightning.config import compose
 from gpen_lightning.data.synthetic import render_face
-from gpen_lightning.restore import Restorer, template
+from gpen_lightning.restore import Detection, Paste, Restorer, template
 from gpen_lightning.restore.detect import Face
 
 H, W = 300, 400
@@ -42,7 +42,14 @@ def _invert(x: torch.Tensor) -> torch.Tensor:
 
 
 def _restorer(net=_invert, size: int = 128, **kw) -> Restorer:
-    return Restorer(net, size=size, device="cpu", detector=TwoFaces(), small_face=0, **kw)
+    detection = {k: kw.pop(k) for k in ("min_face_size", "only_center_face") if k in kw}
+    return Restorer(
+        net,
+        size=size,
+        device="cpu",
+        detection=Detection(detector=TwoFaces(), **detection),
+        paste=Paste(small_face=0, **kw),
+    )
 
 
 def _region(img: np.ndarray, box: tuple[int, int, int], inset: float = 0.3) -> np.ndarray:
@@ -123,14 +130,15 @@ def test_alpha_blends_restored_and_original_faces():
     assert np.abs(_region(outs[0.5], BIG) - mid).max() <= 1.0  # linear in alpha
 
 
-def test_restore_stage_passes_the_knobs():
-    from gpen_lightning.restore.batch import make_restorer
+def test_restore_stage_passes_the_knobs(tmp_path):
+    from gpen_lightning.app import build_stage
 
     cfg = compose(
         [
             "stage=restore",
             "model=gpen-tiny-64",
             "input=x.png",
+            f"output={tmp_path}",
             "min_face_size=40",
             "only_center_face=true",
             "face_upscale=false",
@@ -138,8 +146,9 @@ def test_restore_stage_passes_the_knobs():
             "alpha=0.3",
         ]
     )
-    r = make_restorer(cfg, device="cpu")
-    assert (r.min_face_size, r.only_center_face, r.face_upscale, r.draw_boxes, r.alpha) == (
+    r = build_stage(cfg).restorer(device="cpu")
+    knobs = (r.detection.min_face_size, r.detection.only_center_face, r.paste.face_upscale)
+    assert (*knobs, r.paste.draw_boxes, r.paste.alpha) == (
         40,
         True,
         False,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpen_lightning.restore import Restorer, template
+from gpen_lightning.restore import Detection, Paste, Restorer, template
 from gpen_lightning.restore.paste import face_mask, hull_mask, inverse_warp_roi, seam_energy
 
 from .test_knobs import BIG, SMALL, TwoFaces, _scene
@@ -55,7 +55,13 @@ def test_the_hull_leaves_a_smaller_seam_than_the_square():
     image = torch.from_numpy(_scene()).permute(2, 0, 1)
     seams = {}
     for kind in ("template", "hull"):
-        restorer = Restorer(_tone, size=128, device="cpu", detector=TwoFaces(), paste_mask=kind)
+        restorer = Restorer(
+            _tone,
+            size=128,
+            device="cpu",
+            detection=Detection(detector=TwoFaces()),
+            paste=Paste(paste_mask=kind),
+        )
         faces, crops, matrices = restorer._plan(image)
         masks = restorer.masks(faces, matrices).expand(len(faces), -1, -1, -1)
         restored = (_tone(crops) + 1) / 2
@@ -67,7 +73,8 @@ def test_the_hull_leaves_a_smaller_seam_than_the_square():
         seams[kind] = float(np.mean(values))
     assert seams["hull"] < 0.7 * seams["template"], seams
     # and the output differs from the input only inside each face's hull
-    out = Restorer(_tone, size=128, device="cpu", detector=TwoFaces()).restore(image).image
+    restorer = Restorer(_tone, size=128, device="cpu", detection=Detection(detector=TwoFaces()))
+    out = restorer.restore(image).image
     diff = np.abs(out.astype(int) - _scene().astype(int)).sum(-1)
     for x, y, s in (BIG, SMALL):
         assert diff[y + s // 2, x + s // 2] > 10  # the face centre changed

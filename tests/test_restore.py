@@ -14,9 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
+from gpen_lightning.app import build_stage
 from gpen_lightning.config import compose
 from gpen_lightning.restore import (
+    Detection,
     Face,
+    Paste,
     Restorer,
     RetinaFaceDetector,
     face_mask,
@@ -24,10 +27,14 @@ from gpen_lightning.restore import (
     template,
 )
 from gpen_lightning.restore.align import warp_to
-from gpen_lightning.restore.cli import restore_files
 from gpen_lightning.zoo import build, export_official
 
 from .conftest import shared_path
+
+
+def _restore_files(cfg) -> int:
+    """``stage=restore`` as the app runs it: the stage object of the composed config."""
+    return build_stage(cfg).run()
 
 
 def _similarity(angle_deg: float, scale: float, tx: float, ty: float) -> np.ndarray:
@@ -115,7 +122,9 @@ def test_alignment_lands_exact_landmarks_on_the_template():
     place = _similarity(14.0, 0.45, 180.0, 60.0)  # aligned crop -> photo
     cv2 = pytest.importorskip("cv2")
     photo = cv2.warpAffine(aligned, place, (640, 480), flags=cv2.INTER_LINEAR)
-    restorer = Restorer(torch.nn.Identity(), size=512, detector=ExactDetector(place))
+    restorer = Restorer(
+        torch.nn.Identity(), size=512, detection=Detection(detector=ExactDetector(place))
+    )
     faces, _crops, matrices = restorer._plan(torch.from_numpy(photo).permute(2, 0, 1))
     landed = _apply(matrices[0], faces[0].landmarks)
     np.testing.assert_allclose(landed, template("ffhq", 512), atol=0.01)
@@ -128,7 +137,12 @@ def test_identity_restorer_reproduces_the_photo():
     photo = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
     photo = np.array(Image.fromarray(photo).resize((640, 480), Image.BICUBIC))
     place = _similarity(-8.0, 0.5, 200.0, 90.0)
-    restorer = Restorer(torch.nn.Identity(), size=512, detector=ExactDetector(place), small_face=0)
+    restorer = Restorer(
+        torch.nn.Identity(),
+        size=512,
+        detection=Detection(detector=ExactDetector(place)),
+        paste=Paste(small_face=0),
+    )
     result = restorer.restore(photo)
     assert len(result.faces) == 1
     diff = np.abs(result.image.astype(int) - photo.astype(int))
@@ -224,7 +238,7 @@ def test_cli_fuzz_set_reports_each_bad_file_and_restores_the_good(tmp_path, caps
         p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "in").iterdir()
     }
     cfg = _restore_cfg(f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "compare=true")
-    status = restore_files(cfg)
+    status = _restore_files(cfg)
     text = capsys.readouterr().out
     assert status == 1  # something failed
     for name, ok in expected.items():
@@ -244,7 +258,7 @@ def test_cli_fuzz_set_reports_each_bad_file_and_restores_the_good(tmp_path, caps
     }
     assert after == digests  # inputs untouched
     # a second run does not overwrite earlier outputs
-    assert restore_files(cfg) == 1
+    assert _restore_files(cfg) == 1
     assert "exists (overwrite=true replaces it)" in capsys.readouterr().out
 
 
@@ -254,8 +268,8 @@ def test_cli_refuses_to_write_into_the_input_folder(tmp_path):
     Image.new("RGB", (64, 64), (90, 120, 150)).save(folder / "a.png")
     before = (folder / "a.png").read_bytes()
     with pytest.raises(ValueError, match="suffix"):
-        restore_files(_restore_cfg(f"input={folder}", f"output={folder}"))
-    assert restore_files(_restore_cfg(f"input={folder}", f"output={folder}", "suffix=_gpen")) == 0
+        _restore_files(_restore_cfg(f"input={folder}", f"output={folder}"))
+    assert _restore_files(_restore_cfg(f"input={folder}", f"output={folder}", "suffix=_gpen")) == 0
     assert (folder / "a.png").read_bytes() == before
     assert (folder / "a_gpen.png").is_file()
 
@@ -267,7 +281,7 @@ def test_cli_glob_and_aligned_inputs(tmp_path):
     cfg = _restore_cfg(
         f"input={tmp_path}/*.png", f"output={tmp_path / 'out'}", "aligned=true", "save_faces=true"
     )
-    assert restore_files(cfg) == 0
+    assert _restore_files(cfg) == 0
     outs = sorted((tmp_path / "out").glob("*.png"))
     assert len(outs) == 2
     with Image.open(outs[0]) as im:

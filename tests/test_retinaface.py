@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gpen_lightning.restore import Restorer, RetinaFaceDetector
+from gpen_lightning.restore import Detection, Restorer, RetinaFaceDetector
 from gpen_lightning.restore.retinaface import RetinaFace, bundled_retinaface, load_retinaface
 
 from .conftest import shared_path
@@ -113,7 +113,9 @@ def test_detector_from_a_weight_file_finds_the_same_faces(tmp_path):
     for a, b in zip(onnx_faces, torch_faces):
         np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
         np.testing.assert_allclose(a.box, b.box, atol=1e-3)
-    restorer = Restorer(torch.nn.Identity(), size=64, device="cpu", detector_weights=path)
+    restorer = Restorer(
+        torch.nn.Identity(), size=64, device="cpu", detection=Detection(detector_weights=path)
+    )
     assert restorer.detector.weights == path
     assert len(restorer.restore(image).faces) == len(onnx_faces)
 

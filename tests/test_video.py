@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
+from gpen_lightning.app import build_stage
 from gpen_lightning.config import compose
 from gpen_lightning.data.synthetic import render_face
-from gpen_lightning.restore import Restorer
-from gpen_lightning.restore.cli import restore_files
+from gpen_lightning.restore import Paste, Restorer
 from gpen_lightning.restore.detect import Face
 from gpen_lightning.restore.track import FaceTracker, OneEuroFilter, crop_flicker, landmark_jitter
 from gpen_lightning.restore.video import VideoError, _Encoder, probe, restore_video
@@ -29,6 +29,11 @@ from .test_cli import _cli
 av = pytest.importorskip("av")
 
 FPS = 25
+
+
+def _restore_files(cfg) -> int:
+    """``stage=restore`` as the app runs it: the stage object of the composed config."""
+    return build_stage(cfg).run()
 
 
 def _face(seed: int = 1, size: int = 128) -> np.ndarray:
@@ -60,7 +65,7 @@ def _audio_seconds(path: Path) -> float:
 
 
 def _identity(size: int = 128) -> Restorer:
-    return Restorer(torch.nn.Identity(), size=size, device="cpu", small_face=0)
+    return Restorer(torch.nn.Identity(), size=size, device="cpu", paste=Paste(small_face=0))
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +217,7 @@ def test_bad_videos_are_reported_and_inputs_never_written(clip, tmp_path):
     cfg = compose(
         ["stage=restore", "model=gpen-tiny-64", f"input={inputs}", f"output={tmp_path / 'out'}"]
     )
-    restorer_status = restore_files(cfg)
+    restorer_status = _restore_files(cfg)
     assert restorer_status == 1
     assert _sha(inputs) == before  # inputs untouched
     out = tmp_path / "out"

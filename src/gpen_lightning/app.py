@@ -7,16 +7,15 @@ import sys
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gpen_lightning.config import conf_dir
+from gpen_lightning.config import conf_dir, root_config
 from gpen_lightning.runtime import use_cpu_huge_pages
 
-__all__ = ["main", "run"]
+__all__ = ["build_stage", "main", "run"]
 
 log = logging.getLogger(__name__)
-
-TRAINING_STAGES = ("prior", "finetune")
 
 
 def _single_log_stream() -> None:
@@ -31,65 +30,32 @@ def _single_log_stream() -> None:
         lg.propagate = True
 
 
-# What the non-training stages never read, and where their equivalent lives: an override of one of
-# these would be silently ignored, so it is refused.
-_NOT_READ = {
-    "trainer": "it runs in this process; choose the device with device=cpu|cuda",
-    "logger": "it logs nothing; its reports are written to output=",
-    "callbacks": "it trains nothing",
-    "module": "the network comes from weights=PATH (or the `model` preset with random weights)",
-    "ckpt_path": "give the checkpoint as weights=PATH",
-    "data": "its inputs are input=PATH",
-}
-_UNUSED = {
-    "restore": {
-        **_NOT_READ,
-        "trainer": "only trainer=<group>, trainer.devices, trainer.num_nodes, "
-        "trainer.accelerator and trainer.strategy are read (they split the files over processes)",
-        "degradation": "it degrades nothing (real photos)",
-    },
-    "export": {**_NOT_READ, "degradation": "it degrades nothing", "data": "it reads no data"},
-    "evaluate": {
-        **_NOT_READ,
-        "data": "stage=evaluate reads input=FACES (a folder of aligned HQ faces), not data.*",
-    },
-}
+# Root keys the app reads itself; the rest of a stage's root config are the stage's arguments.
+APP_KEYS = ("task_name", "cpu_huge_pages")
 
 
-# Overrides under an unused root that a stage does read.
-_READ = {
-    "restore": {
-        "trainer",
-        "trainer.devices",
-        "trainer.num_nodes",
-        "trainer.accelerator",
-        "trainer.strategy",
-    },
-}
-
-
-def refuse_unused_overrides(stage: str, overrides: list[str]) -> None:
-    """Raise ``ValueError`` naming the key a stage wants when an override sets something the
-    stage never reads (e.g. ``data.root=`` on ``stage=evaluate``, which reads ``input=``)."""
-    unused = _UNUSED.get(stage, {})
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key in _READ.get(stage, ()):
-            continue
-        root = key.split(".", 1)[0].split("@", 1)[0]
-        if root in unused:
-            raise ValueError(
-                f"stage={stage} does not use `{override}`: {unused[root]}. "
-                "Remove the override (see python -m gpen_lightning --help)."
-            )
+def build_stage(cfg: DictConfig) -> Any:
+    """The stage object of a composed non-training config (its ``_target_``), built by
+    ``instantiate`` from every root key but the app's (``APP_KEYS``). ``output=null`` becomes the
+    run folder (``paths.output_dir``, Hydra's runtime); a given ``output`` is the run folder. Of
+    the ``model`` group the stage takes the preset's name (the recipe is for training)."""
+    node = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in APP_KEYS])
+    with open_dict(node):
+        if OmegaConf.is_dict(node.get("model")):
+            node.model = node.model.name
+        if node.get("output") is None:
+            node.output = node.paths.output_dir
+        else:
+            node.paths.output_dir = node.output
+    return instantiate(node, _recursive_=False, _convert_="all")
 
 
 def run(cfg: DictConfig) -> Any:
-    """Dispatch on ``task_name`` (set by the ``stage`` config)."""
+    """Run the composed stage: training configs go to ``train(cfg)``, the others are built as
+    objects (``build_stage``) and run."""
     use_cpu_huge_pages(cfg.get("cpu_huge_pages", True))  # before torch is imported
     _single_log_stream()
-    stage = cfg.task_name
-    if stage in TRAINING_STAGES:
+    if "_target_" not in cfg:
         from gpen_lightning.train import train
 
         result = train(cfg)
@@ -99,31 +65,21 @@ def run(cfg: DictConfig) -> Any:
                 f"checkpoint is in {result['output_dir']}/checkpoints"
             )
         return result
-    if stage == "restore":
-        from gpen_lightning.restore.cli import restore_files
-
-        status = restore_files(cfg)
-        if status:
-            raise SystemExit(status)
-        return status
-    if stage == "export":
-        from gpen_lightning.export import run_export
-
-        return run_export(cfg)
-    if stage == "evaluate":
-        from gpen_lightning.evaluate import run_evaluate
-
-        return run_evaluate(cfg)
-    stages = ", ".join((*TRAINING_STAGES, "restore", "export", "evaluate"))
-    raise ValueError(f"unknown stage {stage!r}; available: {stages}")
+    result = build_stage(cfg).run()
+    if isinstance(result, int) and result:  # an exit status (restore: some file failed)
+        raise SystemExit(result)
+    return result
 
 
-@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> Any:
-    from hydra.core.hydra_config import HydraConfig
-
-    refuse_unused_overrides(cfg.task_name, list(HydraConfig.get().overrides.task))
-    return run(cfg)
+def main() -> Any:
+    """``python -m gpen_lightning [stage=NAME] [overrides]``: compose the stage's root config
+    with Hydra (``--help``, ``--cfg job``, ``-m`` work per stage) and run it."""
+    try:
+        name = root_config(sys.argv[1:])
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    app = hydra.main(config_path=str(conf_dir()), config_name=name, version_base="1.3")(run)
+    return app()
 
 
 if __name__ == "__main__":

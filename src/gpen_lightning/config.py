@@ -7,7 +7,18 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["compose", "conf_dir", "register_resolvers"]
+__all__ = ["ROOTS", "compose", "conf_dir", "register_resolvers", "root_config"]
+
+# Each stage's root config (conf/<name>.yaml). The training stages share conf/config.yaml, whose
+# `stage` group picks prior or fine-tuning; every other stage composes only what it reads, so an
+# override it would ignore is an error from Hydra (or, added with `+`, from the stage object).
+ROOTS = {
+    "prior": "config",
+    "finetune": "config",
+    "restore": "restore",
+    "evaluate": "evaluate",
+    "export": "export",
+}
 
 
 def register_resolvers() -> None:
@@ -33,6 +44,25 @@ def conf_dir() -> Path:
     )
 
 
+def root_config(overrides: Sequence[str]) -> str:
+    """The root config of the stage the overrides name (``stage=NAME``; default: prior's).
+    A sweep over stages (``-m stage=prior,finetune``) must stay within one root config."""
+    names = set()
+    for arg in overrides:
+        if not arg.startswith("stage="):
+            continue
+        for value in (v.strip() for v in arg.split("=", 1)[1].split(",")):
+            if value not in ROOTS:
+                raise ValueError(f"unknown stage {value!r}; available: {', '.join(ROOTS)}")
+            names.add(ROOTS[value])
+    if len(names) > 1:
+        raise ValueError(
+            f"one sweep cannot mix stages with different configs ({', '.join(sorted(names))}); "
+            "run them as separate commands"
+        )
+    return names.pop() if names else "config"
+
+
 def compose(overrides: Sequence[str] = (), *, return_hydra_config: bool = False) -> DictConfig:
     """Compose the app's config as ``python -m gpen_lightning <overrides>`` would.
 
@@ -44,7 +74,9 @@ def compose(overrides: Sequence[str] = (), *, return_hydra_config: bool = False)
 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose(
-            "config", overrides=list(overrides), return_hydra_config=return_hydra_config
+            root_config(overrides),
+            overrides=list(overrides),
+            return_hydra_config=return_hydra_config,
         )
 
 

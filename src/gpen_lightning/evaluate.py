@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from torchmetrics.functional.image import (
     peak_signal_noise_ratio,
@@ -34,11 +34,12 @@ from gpen_lightning.losses import networks
 from gpen_lightning.metrics import load_fid, swd
 from gpen_lightning.metrics.wasserstein import SlicedWassersteinDistance
 from gpen_lightning.ranges import to_signed, to_unit
+from gpen_lightning.runtime import resolve_device
 from gpen_lightning.zoo.generator import Generator
 from gpen_lightning.zoo.presets import match_preset
 from gpen_lightning.zoo.weights import load_restoration_model
 
-__all__ = ["evaluate", "format_table", "run_evaluate"]
+__all__ = ["EvaluateStage", "evaluate", "format_table", "write_reports"]
 
 log = logging.getLogger(__name__)
 
@@ -233,53 +234,96 @@ def describe_network(net: torch.nn.Module) -> str:
     return f"{dims} (architecture of preset {preset})" if preset else dims
 
 
-def run_evaluate(cfg) -> dict[str, Any]:
-    """The stage: build the set, evaluate, write ``report.{md,csv,json}`` and ``grid.png``.
+@dataclass(kw_only=True)
+class EvaluateStage:
+    """``stage=evaluate``: the options of ``conf/evaluate.yaml`` (which documents each and holds
+    the defaults), built by ``hydra.utils.instantiate``. ``run`` builds the set, evaluates and
+    writes ``report.{md,csv,json}`` and ``grid.png`` to ``output``.
 
     A GPEN is scored against the baselines; a GAN prior (``weights=prior.pt``) by the sliced
-    Wasserstein distance of its samples to the faces."""
-    net = load_restoration_model(
-        cfg.weights, model=cfg.model.name, runs_root=cfg.paths.log_dir, allow_prior=True
-    )
-    size = net.size
-    if cfg.input:
-        dataset = FaceFolder(cfg.input, size=size, flip=False)
-    else:
-        dataset = SyntheticFaces(size=size, length=cfg.synthetic_length, flip=False)
-    if cfg.max_images:
-        dataset = torch.utils.data.Subset(dataset, range(min(cfg.max_images, len(dataset))))
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device
-    device = "cpu" if device == "auto" else device
-    if isinstance(net, Generator):
-        table, grid = evaluate_prior(
-            net, dataset, batch_size=cfg.batch_size, device=device, seed=cfg.eval_seed
-        )
-    else:
-        table, grid = evaluate(
+    Wasserstein distance of its samples to the faces. ``degradation`` is the config of the
+    ``degradation`` group (instantiated here); ``paths.log_dir`` is where ``weights=latest``
+    looks."""
+
+    input: str | None
+    output: str
+    paths: Mapping
+    weights: str | None
+    model: str
+    degradation: Mapping
+    synthetic_length: int
+    max_images: int | None
+    eval_seed: int
+    batch_size: int
+    device: str
+    lpips_weights: str | None
+    lpips_net: str
+    fid_weights: str | None
+    id_weights: str | None
+    swd: bool
+    n_grid: int
+
+    def dataset(self, size: int):
+        """The HQ faces at ``size`` px: ``input``'s, else procedural ones; ``max_images`` first."""
+        if self.input:
+            dataset = FaceFolder(self.input, size=size, flip=False)
+        else:
+            dataset = SyntheticFaces(size=size, length=self.synthetic_length, flip=False)
+        if self.max_images:
+            dataset = torch.utils.data.Subset(dataset, range(min(self.max_images, len(dataset))))
+        return dataset
+
+    def score(self, net: torch.nn.Module, dataset) -> tuple[dict, torch.Tensor]:
+        """``(table, grid)`` of ``net`` (a GPEN or a GAN prior) on ``dataset``."""
+        device = resolve_device(self.device)
+        if isinstance(net, Generator):
+            return evaluate_prior(
+                net, dataset, batch_size=self.batch_size, device=device, seed=self.eval_seed
+            )
+        return evaluate(
             net,
             dataset,
-            degradation=instantiate(cfg.degradation),
-            seed=cfg.eval_seed,
-            batch_size=cfg.batch_size,
+            degradation=instantiate(self.degradation),
+            seed=self.eval_seed,
+            batch_size=self.batch_size,
             device=device,
-            lpips_weights=cfg.lpips_weights,
-            lpips_net=cfg.lpips_net,
-            fid_weights=cfg.fid_weights,
-            id_weights=cfg.id_weights,
-            n_grid=cfg.n_grid,
-            with_swd=cfg.get("swd", False),
+            lpips_weights=self.lpips_weights,
+            lpips_net=self.lpips_net,
+            fid_weights=self.fid_weights,
+            id_weights=self.id_weights,
+            n_grid=self.n_grid,
+            with_swd=self.swd,
         )
-    out = Path(cfg.output or cfg.paths.output_dir)
-    n = len(dataset)
-    md = format_table(table, n)
-    meta = {
-        "weights": cfg.weights,
-        "network": describe_network(net),
-        "input": cfg.input,
-        "faces": n,
-        "seed": cfg.eval_seed,
-        "degradation": OmegaConf.to_container(cfg.degradation),
-    }
+
+    def run(self) -> dict[str, Any]:
+        """Evaluate and write the reports; ``{"table", "output"}``."""
+        net = load_restoration_model(
+            self.weights, model=self.model, runs_root=self.paths["log_dir"], allow_prior=True
+        )
+        dataset = self.dataset(net.size)
+        table, grid = self.score(net, dataset)
+        meta = {
+            "weights": self.weights,
+            "network": describe_network(net),
+            "input": self.input,
+            "faces": len(dataset),
+            "seed": self.eval_seed,
+            "degradation": dict(self.degradation),
+        }
+        out = Path(self.output)
+        write_reports(out, table, meta, grid)
+        layout = "prior samples, then faces" if isinstance(net, Generator) else None
+        layout = layout or "rows: LQ | bicubic | GPEN | HQ"
+        print(f"Reports: {out}/report.md, report.csv, report.json; grid: {out}/grid.png ({layout})")
+        return {"table": table, "output": str(out)}
+
+
+def write_reports(
+    out: Path, table: dict[str, dict[str, float]], meta: dict[str, Any], grid: torch.Tensor
+) -> None:
+    """``report.md`` (printed too), ``report.json`` (``meta`` + metrics), ``report.csv`` and
+    ``grid.png`` in ``out``, each written atomically."""
+    md = format_table(table, meta["faces"])
     atomic_write(out / "report.md", lambda p: p.write_text(md + "\n"))
     atomic_write(
         out / "report.json",
@@ -295,10 +339,3 @@ def run_evaluate(cfg) -> dict[str, Any]:
         out / "grid.png", lambda p: save_image(make_grid(grid, nrow=4, padding=2), p, format="png")
     )
     print(md)
-    layout = (
-        "prior samples, then faces"
-        if isinstance(net, Generator)
-        else "rows: LQ | bicubic | GPEN | HQ"
-    )
-    print(f"Reports: {out}/report.md, report.csv, report.json; grid: {out}/grid.png ({layout})")
-    return {"table": table, "output": str(out)}

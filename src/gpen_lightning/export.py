@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,14 @@ from torch import nn
 from gpen_lightning.io import atomic_write
 from gpen_lightning.ranges import to_signed
 
-__all__ = ["ExportError", "ExportResult", "export_onnx", "export_safetensors", "export_torchscript"]
+__all__ = [
+    "ExportError",
+    "ExportResult",
+    "ExportStage",
+    "export_onnx",
+    "export_safetensors",
+    "export_torchscript",
+]
 
 log = logging.getLogger(__name__)
 
@@ -124,28 +131,50 @@ def export_torchscript(
     return ExportResult("torchscript", str(path), diff, "traced")
 
 
-def run_export(cfg) -> list[ExportResult]:
-    """``stage=export``: load ``weights`` (or the ``model`` preset with random weights), write
-    the requested formats to ``output`` and print a verification table."""
-    from gpen_lightning.zoo.weights import load_restoration_model
+@dataclass(kw_only=True)
+class ExportStage:
+    """``stage=export``: the options of ``conf/export.yaml`` (which documents each and holds the
+    defaults), built by ``hydra.utils.instantiate``. ``run`` loads ``weights`` (or the ``model``
+    preset with random weights), writes the requested formats to ``output`` and prints a
+    verification table."""
 
-    net = load_restoration_model(cfg.weights, model=cfg.model.name, runs_root=cfg.paths.log_dir)
-    net = net.cpu().eval()
-    out = Path(cfg.output or cfg.paths.output_dir)
-    stem = cfg.name or (Path(cfg.weights).stem if cfg.weights else cfg.model.name)
-    results = []
-    for fmt in cfg.formats:
+    output: str
+    paths: Mapping
+    weights: str | None
+    model: str
+    name: str | None
+    formats: Sequence[str]
+    max_batch: int
+    atol: float
+
+    def run(self) -> list[ExportResult]:
+        from gpen_lightning.zoo.weights import load_restoration_model
+
+        unknown = set(self.formats) - set(FORMATS)
+        if unknown:
+            raise ValueError(
+                f"unknown export format(s) {sorted(unknown)}: choose from {', '.join(FORMATS)}"
+            )
+        net = load_restoration_model(
+            self.weights, model=self.model, runs_root=self.paths["log_dir"]
+        ).cpu()
+        net = net.eval()
+        stem = self.name or (Path(self.weights).stem if self.weights else self.model)
+        out = Path(self.output)
+        results = [self._export(fmt, net, out / f"{stem}{FORMATS[fmt]}") for fmt in self.formats]
+        print(f"{'format':<12} {'max |diff| vs PyTorch':>22}  file")
+        for r in results:
+            diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.3g}"
+            print(f"{r.format:<12} {diff:>22}  {r.path or ''} {r.note}")
+        return results
+
+    def _export(self, fmt: str, net: nn.Module, path: Path) -> ExportResult:
         if fmt == "onnx":
-            r = export_onnx(net, out / f"{stem}.onnx", max_batch=cfg.max_batch, atol=cfg.atol)
-        elif fmt == "safetensors":
-            r = export_safetensors(net, out / f"{stem}.safetensors", meta={"size": net.size})
-        elif fmt == "torchscript":
-            r = export_torchscript(net, out / f"{stem}.torchscript.pt", atol=cfg.atol)
-        else:
-            raise ValueError(f"unknown export format {fmt!r}: use onnx, safetensors, torchscript")
-        results.append(r)
-    print(f"{'format':<12} {'max |diff| vs PyTorch':>22}  file")
-    for r in results:
-        diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.3g}"
-        print(f"{r.format:<12} {diff:>22}  {r.path or ''} {r.note}")
-    return results
+            return export_onnx(net, path, max_batch=self.max_batch, atol=self.atol)
+        if fmt == "safetensors":
+            return export_safetensors(net, path, meta={"size": net.size})
+        return export_torchscript(net, path, atol=self.atol)
+
+
+# Each format's file suffix after the stem.
+FORMATS = {"onnx": ".onnx", "safetensors": ".safetensors", "torchscript": ".torchscript.pt"}

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 
-__all__ = ["close_process_group", "use_cpu_huge_pages"]
+__all__ = ["close_process_group", "process_count", "resolve_device", "use_cpu_huge_pages"]
 
 
 def use_cpu_huge_pages(enabled: bool = True) -> bool:
@@ -38,3 +39,45 @@ def close_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def resolve_device(device: str | None = "auto"):
+    """The one meaning of ``device=auto`` (and None): CUDA when a GPU is visible, else the CPU;
+    any other value (``cpu``, ``cuda:1``, a ``torch.device``) is taken as given."""
+    import torch
+
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def process_count(*, accelerator: str = "auto", devices=1, num_nodes: int = 1) -> int:
+    """How many processes Lightning starts for ``trainer.accelerator``, ``trainer.devices`` and
+    ``trainer.num_nodes``: the one definition the training and restore stages share.
+
+    ``devices``: an int (``-1``: every device), a list of device indices, a string of either
+    (``"2"``, ``"0,1"``), or ``"auto"`` (every visible GPU when the accelerator is a GPU, or is
+    auto and a GPU is visible; else 1, as Lightning's CPU accelerator).
+    """
+    import torch
+
+    gpu = str(accelerator) in ("gpu", "cuda") or (
+        str(accelerator) == "auto" and torch.cuda.is_available()
+    )
+    visible = torch.cuda.device_count() if gpu else 1
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text == "auto":
+            devices = -1 if gpu else 1
+        elif "," in text:
+            devices = [d for d in text.split(",") if d.strip()]
+        else:
+            devices = int(text)
+    if devices is None:
+        devices = 1
+    count = len(devices) if isinstance(devices, Sequence) else int(devices)
+    if count == -1:
+        count = max(visible, 1)
+    if count < 1:
+        raise ValueError(f"trainer.devices={devices!r} asks for no device; use 1 or more")
+    return count * max(int(num_nodes or 1), 1)

@@ -16,9 +16,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from gpen_lightning.runtime import close_process_group
+from gpen_lightning.runtime import close_process_group, process_count
 from gpen_lightning.training.callbacks import AtomicCheckpointIO, KimgCheckpoint, SampleGrid
 from gpen_lightning.training.distributed import PhaseDDPStrategy
 
@@ -41,15 +41,20 @@ def _instantiate_all(node: DictConfig | None) -> list[Any]:
     return [instantiate(v, _convert_="all") for v in node.values() if v is not None]
 
 
-def _is_multi_device(trainer_cfg: DictConfig) -> bool:
-    devices, nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1)
-    single = devices in (1, "1", "auto") or (OmegaConf.is_list(devices) and len(devices) == 1)
-    return not single or (nodes or 1) > 1
+def _is_multi_process(trainer_cfg: DictConfig) -> bool:
+    return (
+        process_count(
+            accelerator=trainer_cfg.get("accelerator", "auto"),
+            devices=trainer_cfg.get("devices", 1),
+            num_nodes=trainer_cfg.get("num_nodes", 1),
+        )
+        > 1
+    )
 
 
 def _trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     overrides: dict[str, Any] = {}
-    if cfg.trainer.get("strategy", "auto") in ("auto", "ddp") and _is_multi_device(cfg.trainer):
+    if cfg.trainer.get("strategy", "auto") in ("auto", "ddp") and _is_multi_process(cfg.trainer):
         overrides["strategy"] = ddp_strategy()
     plugins = [instantiate(p, _convert_="all") for p in cfg.trainer.get("plugins") or []]
     return instantiate(

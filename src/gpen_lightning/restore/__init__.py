@@ -4,14 +4,16 @@ back. ``Restorer(weights=...).restore(image)`` is the Python API; ``stage=restor
 from gpen_lightning.restore.align import TEMPLATES, similarity_transform, template
 from gpen_lightning.restore.detect import Face, FaceDetector, RetinaFaceDetector
 from gpen_lightning.restore.paste import composite, face_mask
-from gpen_lightning.restore.restorer import RestoredFace, Restorer, RestoreResult
+from gpen_lightning.restore.restorer import Detection, Paste, RestoredFace, Restorer, RestoreResult
 from gpen_lightning.restore.retinaface import RetinaFace, bundled_retinaface, load_retinaface
 from gpen_lightning.zoo.weights import load_restoration_model
 
 __all__ = [
     "TEMPLATES",
+    "Detection",
     "Face",
     "FaceDetector",
+    "Paste",
     "RestoreResult",
     "RestoredFace",
     "Restorer",

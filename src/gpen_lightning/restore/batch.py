@@ -1,7 +1,7 @@
-"""The batch runner of the restore stage, shared by the single-process CLI (``restore.cli``) and
-the Lightning predict runner (``restore.distributed``): the inputs a spec names, the ``Restorer``
-the options describe, and ``RestoreRun``, which reads, restores and writes files and accounts for
-each in a ``Report``."""
+"""The batch runner of the restore stage, shared by the single-process path (``restore.stage``)
+and the Lightning predict runner (``restore.distributed``): the inputs a spec names, what to do
+with each file (``RunOptions``), and ``RestoreRun``, which reads, restores and writes files and
+accounts for each in a ``Report``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
@@ -26,8 +25,8 @@ __all__ = [
     "Pending",
     "Report",
     "RestoreRun",
+    "RunOptions",
     "collect_inputs",
-    "make_restorer",
     "refuse_output_in_inputs",
 ]
 
@@ -130,29 +129,20 @@ def refuse_output_in_inputs(out_dir: Path, files: list[Path], root: Path, suffix
         )
 
 
-def make_restorer(cfg: DictConfig, device: str | torch.device | None = None) -> Restorer:
-    """The ``Restorer`` the restore stage's options describe (on ``device`` when given)."""
-    if device is None:
-        device = None if cfg.device == "auto" else cfg.device
-    return Restorer(
-        cfg.weights,
-        model=cfg.model.name,
-        runs_root=cfg.paths.log_dir,
-        device=device,
-        bf16=cfg.bf16,
-        cuda_graph=cfg.get("cuda_graph", False),
-        score_threshold=cfg.score_threshold,
-        detector_weights=cfg.detector_weights,
-        template=cfg.template,
-        batch_size=cfg.batch_size,
-        upscale=cfg.upscale,
-        alpha=cfg.alpha,
-        min_face_size=cfg.get("min_face_size", 0),
-        only_center_face=cfg.get("only_center_face", False),
-        face_upscale=cfg.get("face_upscale", True),
-        draw_boxes=cfg.get("draw_boxes", False),
-        paste_mask=cfg.get("paste_mask", "hull"),
-    )
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """What ``RestoreRun`` does with each file (the restore stage's options of the same names)."""
+
+    aligned: bool  # inputs are aligned face crops (no detection, no paste-back)
+    suffix: str  # added to output file names
+    overwrite: bool  # replace existing outputs (else: skipped and reported)
+    save_faces: bool  # also write faces/<name>_<i>.png: aligned input | restored
+    compare: bool  # also write compare/<name>.png: input | restored
+    max_pixels: int  # refuse images whose header claims more pixels
+    images_per_batch: int  # images restored together (their faces share network calls)
+    frames_per_batch: int  # videos: frames whose faces share network calls
+    smooth: bool  # videos: track faces and smooth their landmarks
+    crf: int  # videos: encoder quality
 
 
 @dataclass
@@ -170,11 +160,11 @@ class RestoreRun:
     this process; ``restore.distributed`` calls the same steps from Lightning's predict loop."""
 
     def __init__(
-        self, cfg: DictConfig, restorer: Restorer, files: list[Path], root: Path, out_dir: Path
+        self, options: RunOptions, restorer: Restorer, files: list[Path], root: Path, out_dir: Path
     ) -> None:
-        self.cfg, self.restorer, self.files = cfg, restorer, files
+        self.options, self.restorer, self.files = options, restorer, files
         self.root, self.out_dir = root, out_dir
-        self.suffix = cfg.suffix or ""
+        self.suffix = options.suffix or ""
         self.inputs = {p.resolve() for p in files}
         self.report = Report()
         self.show_progress = True
@@ -189,7 +179,7 @@ class RestoreRun:
                 self.video(path)
             elif (item := self.prepare(path)) is not None:
                 pending.append(item)
-            if len(pending) >= self.cfg.images_per_batch:
+            if len(pending) >= self.options.images_per_batch:
                 self.write_all(pending, self.restore(pending))
                 pending = []
             progress.set_postfix(faces=self.report.faces, failed=len(self.report.failed))
@@ -205,7 +195,7 @@ class RestoreRun:
         target = self.out_dir / rel.parent / f"{rel.stem}{self.suffix}{ext}"
         if target.resolve() in self.inputs:
             self.report.skipped[str(path)] = "its output would overwrite an input (set a suffix)"
-        elif target.exists() and not self.cfg.overwrite:
+        elif target.exists() and not self.options.overwrite:
             self.report.skipped[str(path)] = f"{target} exists (overwrite=true replaces it)"
         else:
             return rel, target
@@ -216,7 +206,7 @@ class RestoreRun:
         if (where := self._target(path)) is None:
             return None
         try:
-            image = _read(path, int(self.cfg.max_pixels))
+            image = _read(path, self.options.max_pixels)
         except (ValueError, OSError) as err:
             self.report.failed[str(path)] = str(err).splitlines()[0]
             return None
@@ -226,7 +216,7 @@ class RestoreRun:
         """Restore the images together; when that fails, one by one to name the culprit."""
         if not pending:
             return []
-        aligned = self.cfg.aligned
+        aligned = self.options.aligned
         try:
             return self.restorer.restore_many([p.image for p in pending], aligned=aligned)
         except (ValueError, OSError, RuntimeError):
@@ -251,12 +241,12 @@ class RestoreRun:
         if not result.faces:
             self.report.no_face.append(str(item.path))
         rel = item.rel
-        if self.cfg.save_faces:
+        if self.options.save_faces:
             for i, face in enumerate(result.faces):
                 pair = np.concatenate([face.crop, face.restored], axis=1)
                 name = f"{rel.stem}{self.suffix}_{i:02d}.png"
                 _save(pair, self.out_dir / "faces" / rel.parent / name)
-        if self.cfg.compare:
+        if self.options.compare:
             before = item.image.permute(1, 2, 0).numpy()
             compare = self.out_dir / "compare" / rel.parent / item.target.name
             _save(_side_by_side(before, result.image), compare)
@@ -265,7 +255,7 @@ class RestoreRun:
         """Restore the video ``path`` into its output (a truncated one up to where it breaks)."""
         if (where := self._target(path)) is None:
             return
-        if self.cfg.aligned:
+        if self.options.aligned:
             self.report.failed[str(path)] = "aligned=true takes face crops, not videos"
             return
         try:
@@ -273,9 +263,9 @@ class RestoreRun:
                 self.restorer,
                 path,
                 where[1],
-                frames_per_batch=int(self.cfg.get("frames_per_batch", 8)),
-                smooth=bool(self.cfg.get("smooth", True)),
-                crf=int(self.cfg.get("crf", 18)),
+                frames_per_batch=self.options.frames_per_batch,
+                smooth=self.options.smooth,
+                crf=self.options.crf,
                 progress=self.show_progress,
             )
         except VideoError as err:

@@ -6,16 +6,18 @@ gathered into one summary on global rank 0."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import lightning as L
+import torch
 import torch.distributed as dist
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import BasePredictionWriter
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from gpen_lightning.restore.batch import Pending, Report, RestoreRun, make_restorer
+from gpen_lightning.restore.batch import Pending, Report, RestoreRun, RunOptions
+from gpen_lightning.restore.restorer import Restorer
 from gpen_lightning.restore.video import VIDEO_EXTENSIONS
 from gpen_lightning.runtime import close_process_group
 
@@ -27,14 +29,22 @@ class RestoreModule(L.LightningModule):
     on the process's own device; images are restored here, written by ``RestoreWriter``; videos
     stream through the network and the encoder here (their frames are written as they go)."""
 
-    def __init__(self, cfg: DictConfig, files: list[Path], root: Path, out_dir: Path) -> None:
+    def __init__(
+        self,
+        make_restorer: Callable[[torch.device], Restorer],
+        options: RunOptions,
+        files: list[Path],
+        root: Path,
+        out_dir: Path,
+    ) -> None:
         super().__init__()
-        self.cfg, self.files, self.root, self.out_dir = cfg, files, root, out_dir
+        self.make_restorer, self.options = make_restorer, options
+        self.files, self.root, self.out_dir = files, root, out_dir
         self.run: RestoreRun | None = None
 
     def setup(self, stage: str) -> None:
-        restorer = make_restorer(self.cfg, device=self.trainer.strategy.root_device)
-        self.run = RestoreRun(self.cfg, restorer, self.files, self.root, self.out_dir)
+        restorer = self.make_restorer(self.trainer.strategy.root_device)
+        self.run = RestoreRun(self.options, restorer, self.files, self.root, self.out_dir)
         self.run.show_progress = self.trainer.is_global_zero
 
     def predict_step(self, batch: list[int]) -> tuple[list[Pending], list]:
@@ -72,33 +82,36 @@ class RestoreWriter(BasePredictionWriter):
         self.report = total
 
 
-def predict_files(cfg: DictConfig, files: list[Path], root: Path, out_dir: Path) -> Report | None:
-    """Restore ``files`` over the processes ``cfg.trainer`` asks for; the merged report on global
-    rank 0, None on the other ranks."""
-    t = cfg.trainer
-    strategy = t.get("strategy", "auto")
-    if OmegaConf.is_dict(strategy):
-        strategy = instantiate(strategy)
+def predict_files(
+    *,
+    trainer: Mapping,
+    make_restorer: Callable[[torch.device], Restorer],
+    options: RunOptions,
+    files: list[Path],
+    root: Path,
+    out_dir: Path,
+) -> Report | None:
+    """Restore ``files`` over the processes the ``trainer`` config (Lightning ``Trainer``
+    arguments) asks for, each process with ``make_restorer(its device)``; the merged report on
+    global rank 0, None on the other ranks."""
     writer = RestoreWriter()
-    trainer = L.Trainer(
-        accelerator=t.get("accelerator", "auto"),
-        devices=t.get("devices", 1),
-        num_nodes=t.get("num_nodes", 1),
-        strategy=strategy,
+    predictor = instantiate(
+        dict(trainer),
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
         callbacks=[writer],
         default_root_dir=str(out_dir),
         inference_mode=True,
+        _convert_="all",
     )
-    module = RestoreModule(cfg, files, root, out_dir)
+    module = RestoreModule(make_restorer, options, files, root, out_dir)
     loader = DataLoader(
         range(len(files)),  # file indices: read in predict_step, where failures are accounted
-        batch_size=int(cfg.images_per_batch),
+        batch_size=options.images_per_batch,
         collate_fn=list,
         shuffle=False,
     )
-    trainer.predict(module, loader, return_predictions=False)
+    predictor.predict(module, loader, return_predictions=False)
     close_process_group()
-    return writer.report if trainer.is_global_zero else None
+    return writer.report if predictor.is_global_zero else None

@@ -21,9 +21,10 @@ from gpen_lightning.restore.align import template as template_points
 from gpen_lightning.restore.detect import Face, FaceDetector
 from gpen_lightning.restore.graphs import GraphedNetwork
 from gpen_lightning.restore.paste import composite, face_mask, hull_mask
+from gpen_lightning.runtime import resolve_device
 from gpen_lightning.zoo.weights import load_restoration_model
 
-__all__ = ["RestoredFace", "RestoreResult", "Restorer"]
+__all__ = ["Detection", "Paste", "RestoredFace", "RestoreResult", "Restorer"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,68 @@ def _hwc(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Detection:
+    """Which faces of a photo are restored, and the template they are aligned to.
+
+    Args:
+        detector: a ``FaceDetector``; default RetinaFace (offline) with ``score_threshold``.
+        score_threshold: the default detector's confidence threshold.
+        detector_weights: weights of the default RetinaFace (e.g. GPEN's ``RetinaFace-R50.pth``),
+            run on the restorer's device; None: the bundled MobileNet-0.25.
+        template: "ffhq" (FFHQ 512 template, default) or "gpen" (the official GPEN one).
+        min_face_size: leave faces whose box's longer side is below this (px) untouched.
+        only_center_face: restore only the face nearest the image centre (portraits).
+    """
+
+    detector: FaceDetector | None = None
+    score_threshold: float = 0.9
+    detector_weights: str | os.PathLike | None = None
+    template: str = "ffhq"
+    min_face_size: float = 0.0
+    only_center_face: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Paste:
+    """How restored faces go back into the photo.
+
+    Args:
+        upscale: output scale of whole photos (the background by bicubic resize or by
+            ``bg_upsampler(image (3, H, W) float [0,1], scale) -> (3, sH, sW)``).
+        alpha: blend of restored and original crop (1: restored only).
+        paste_mask: "hull" (default: each face's own region from its landmarks, feathered by a
+            tenth of the eye distance: ``hull_mask``) or "template" (the template's feathered
+            square, as the official code). Measured on ../shared/data/wild/whole
+            (``benchmarks/seams.py``), the hull's seam is 0.34x (colour drift) and 0.44x
+            (changed texture) the square's.
+        mask: soft paste mask (1, 1, S, S) in [0, 1] for every face (a parsing-network mask can
+            be plugged in); default: ``paste_mask``'s.
+        small_face: restored faces whose box has a side shorter than this (px, input image) are
+            smoothed with the [1, 2, 1] / 4 binomial kernel before blending, as the official
+            pipeline does (shorter side < 100 px): GPEN invents high-frequency detail that does
+            not belong in a face a few dozen pixels wide.
+        face_upscale: with ``upscale`` > 1, paste the faces at the output resolution (the
+            network's S px detail lands in the upscaled photo); False pastes at the input
+            resolution and resizes the whole composite.
+        bg_upsampler: see ``upscale``.
+        draw_boxes: draw each restored face's box and landmarks on the output (debugging).
+    """
+
+    upscale: float = 1.0
+    alpha: float = 1.0
+    paste_mask: str = "hull"
+    mask: torch.Tensor | None = None
+    small_face: float = 100.0
+    face_upscale: bool = True
+    bg_upsampler: Callable[[torch.Tensor, float], torch.Tensor] | None = None
+    draw_boxes: bool = False
+
+    def __post_init__(self) -> None:
+        if self.paste_mask not in ("template", "hull"):
+            raise ValueError(f"paste_mask={self.paste_mask!r}: choose template or hull")
+
+
 class Restorer:
     """Restore the faces of photos.
 
@@ -93,35 +156,13 @@ class Restorer:
             callable mapping (B, 3, S, S) in [-1, 1] to the same (give ``size`` then).
         model: preset used with random weights when ``weights`` is None (benchmarks).
         size: crop size S (default: the network's).
-        device: "cpu", "cuda", ... (default: cuda when available).
+        device: "cpu", "cuda", ... (default or "auto": cuda when available).
         bf16: run the network under bfloat16 autocast.
         cuda_graph: on CUDA, capture the network once for ``batch_size`` faces and replay it
             (smaller batches are padded): fewer kernel launches, the win at small batches.
-        detector: a ``FaceDetector``; default RetinaFace (offline) with ``score_threshold``.
-        detector_weights: weights of the default RetinaFace (e.g. GPEN's ``RetinaFace-R50.pth``),
-            run on ``device``; None: the bundled MobileNet-0.25.
-        template: "ffhq" (FFHQ 512 template, default) or "gpen" (the official GPEN one).
         batch_size: faces per network call (across images in ``restore_many``).
-        upscale: output scale of whole photos (the background by bicubic resize or by
-            ``bg_upsampler(image (3, H, W) float [0,1], scale) -> (3, sH, sW)``).
-        alpha: blend of restored and original crop (1: restored only).
-        mask: soft paste mask (1, 1, S, S) in [0, 1] for every face (a parsing-network mask can
-            be plugged in); default: ``paste_mask``'s.
-        paste_mask: "hull" (default: each face's own region from its landmarks, feathered by a
-            tenth of the eye distance: ``hull_mask``) or "template" (the template's feathered
-            square, as the official code). Measured on ../shared/data/wild/whole
-            (``benchmarks/seams.py``), the hull's seam is 0.34x (colour drift) and 0.44x
-            (changed texture) the square's.
-        small_face: restored faces whose box has a side shorter than this (px, input image) are
-            smoothed with the [1, 2, 1] / 4 binomial kernel before blending, as the official
-            pipeline does (shorter side < 100 px): GPEN invents high-frequency detail that does
-            not belong in a face a few dozen pixels wide.
-        min_face_size: leave faces whose box's longer side is below this (px) untouched.
-        only_center_face: restore only the face nearest the image centre (portraits).
-        face_upscale: with ``upscale`` > 1, paste the faces at the output resolution (the
-            network's S px detail lands in the upscaled photo); False pastes at the input
-            resolution and resizes the whole composite.
-        draw_boxes: draw each restored face's box and landmarks on the output (debugging).
+        detection: which faces are restored (``Detection``).
+        paste: how they are pasted back (``Paste``).
     """
 
     def __init__(
@@ -134,23 +175,11 @@ class Restorer:
         device: str | torch.device | None = None,
         bf16: bool = False,
         cuda_graph: bool = False,
-        detector: FaceDetector | None = None,
-        score_threshold: float = 0.9,
-        detector_weights: str | os.PathLike | None = None,
-        template: str = "ffhq",
         batch_size: int = 8,
-        upscale: float = 1.0,
-        alpha: float = 1.0,
-        mask: torch.Tensor | None = None,
-        bg_upsampler: Callable[[torch.Tensor, float], torch.Tensor] | None = None,
-        small_face: float = 100.0,
-        min_face_size: float = 0.0,
-        only_center_face: bool = False,
-        face_upscale: bool = True,
-        draw_boxes: bool = False,
-        paste_mask: str = "hull",
+        detection: Detection = Detection(),
+        paste: Paste = Paste(),
     ) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         if callable(weights) and not isinstance(weights, nn.Module):
             self.net = weights
         else:
@@ -165,18 +194,11 @@ class Restorer:
             self._graphed = GraphedNetwork(
                 self.net, batch=batch_size, size=self.size, device=self.device, bf16=bf16
             )
-        self._detector = detector
-        self.score_threshold, self.detector_weights = score_threshold, detector_weights
-        self.template = template
-        self.points = template_points(template, self.size)
-        self.upscale, self.alpha, self.small_face = upscale, alpha, small_face
-        if paste_mask not in ("template", "hull"):
-            raise ValueError(f"paste_mask={paste_mask!r}: choose template or hull")
-        self.paste_mask = paste_mask if mask is None else "given"
-        self.mask = face_mask(self.size) if mask is None else mask
-        self.bg_upsampler = bg_upsampler
-        self.min_face_size, self.only_center_face = min_face_size, only_center_face
-        self.face_upscale, self.draw_boxes = face_upscale, draw_boxes
+        self.detection, self.paste = detection, paste
+        self._detector = detection.detector
+        self.points = template_points(detection.template, self.size)
+        self.paste_mask = paste.paste_mask if paste.mask is None else "given"
+        self.mask = face_mask(self.size) if paste.mask is None else paste.mask
 
     @property
     def detector(self) -> FaceDetector:
@@ -184,9 +206,9 @@ class Restorer:
             from gpen_lightning.restore.detect import RetinaFaceDetector
 
             self._detector = RetinaFaceDetector(
-                weights=self.detector_weights,
+                weights=self.detection.detector_weights,
                 device=self.device,
-                score_threshold=self.score_threshold,
+                score_threshold=self.detection.score_threshold,
             )
         return self._detector
 
@@ -194,8 +216,8 @@ class Restorer:
         """The faces of ``image`` (3, H, W) uint8 that will be restored: the detector's, minus
         those under ``min_face_size``, and only the most central with ``only_center_face``."""
         found = self.detector(image.permute(1, 2, 0).numpy())
-        faces = [f for f in found if f.size >= self.min_face_size]
-        if self.only_center_face and len(faces) > 1:
+        faces = [f for f in found if f.size >= self.detection.min_face_size]
+        if self.detection.only_center_face and len(faces) > 1:
             centre = np.array([image.shape[-1], image.shape[-2]]) / 2
             dist = [np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre) for f in faces]
             faces = [faces[int(np.argmin(dist))]]
@@ -284,17 +306,20 @@ class Restorer:
         return faces, crops, matrices
 
     def _blend(self, restored: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
-        if self.alpha >= 1:
+        alpha = self.paste.alpha
+        if alpha >= 1:
             return restored
-        return self.alpha * restored + (1 - self.alpha) * crops.to(restored)
+        return alpha * restored + (1 - alpha) * crops.to(restored)
 
     def _paste(self, img, faces, crops, restored, matrices) -> RestoreResult:
         h, w = img.shape[-2:]
-        s = self.upscale
+        s = self.paste.upscale
         bg = img.float() / 255
         if faces:
-            restored = self._blend(_smooth_small(restored.cpu(), faces, self.small_face), crops)
-        if s != 1 and faces and not self.face_upscale:  # composite at 1x, then resize it all
+            restored = self._blend(
+                _smooth_small(restored.cpu(), faces, self.paste.small_face), crops
+            )
+        if s != 1 and faces and not self.paste.face_upscale:  # composite at 1x, then resize it all
             out = _resize(
                 self._composite(bg, 1.0, faces, restored, matrices),
                 (round(h * s), round(w * s)),
@@ -303,8 +328,8 @@ class Restorer:
             return self._result(out, faces, crops, restored, matrices)
         if s != 1:
             size = (round(h * s), round(w * s))
-            if self.bg_upsampler is not None:
-                bg = self.bg_upsampler(bg, s)
+            if self.paste.bg_upsampler is not None:
+                bg = self.paste.bg_upsampler(bg, s)
             else:
                 bg = _resize(bg, size, "bicubic")
             bg = bg.clamp(0, 1)
@@ -332,9 +357,9 @@ class Restorer:
         return composite(bg, to_unit(restored), [m[:2] for m in out_matrices], masks)
 
     def _result(self, out, faces, crops, restored, matrices) -> RestoreResult:
-        s = self.upscale
+        s = self.paste.upscale
         image = _hwc(out)
-        if self.draw_boxes:
+        if self.paste.draw_boxes:
             image = draw_faces(image, [f.box * s for f in faces], [f.landmarks * s for f in faces])
         result = RestoreResult(image=image)
         for f, c, r, m in zip(faces, crops, restored, matrices):

@@ -240,7 +240,7 @@ def _transcode(
     vstream.thread_type = "AUTO"
     info = _info(container)
     report.declared = info.frames or _frames_from_duration(container, vstream, info.fps)
-    s = restorer.upscale
+    s = restorer.paste.upscale
     size = (round(info.height * s), round(info.width * s))
     part.parent.mkdir(parents=True, exist_ok=True)
     encoder = _Encoder(part, container, fps=info.fps, size=size, crf=crf)

@@ -1,0 +1,122 @@
+"""``stage=restore`` as an object: ``RestoreStage`` holds the options of ``conf/restore.yaml``
+(built by ``hydra.utils.instantiate``; an option it does not take is an error) and restores every
+image and video ``input`` names, in this process or, when ``trainer`` asks for several
+processes, through Lightning's predict loop (``restore.distributed``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpen_lightning.restore.batch import (
+    RestoreRun,
+    RunOptions,
+    collect_inputs,
+    refuse_output_in_inputs,
+)
+from gpen_lightning.restore.distributed import predict_files
+from gpen_lightning.restore.restorer import Detection, Paste, Restorer
+from gpen_lightning.runtime import process_count, resolve_device
+
+__all__ = ["RestoreStage"]
+
+
+@dataclass(kw_only=True)
+class RestoreStage:
+    """The restore stage's options; ``conf/restore.yaml`` documents each and holds the defaults.
+
+    ``paths`` and ``trainer`` are the config groups of the same names: ``paths.log_dir`` is where
+    ``weights=latest`` looks; ``trainer`` (accelerator, devices, num_nodes, strategy, ...) sets
+    the processes of ``Trainer.predict`` when it asks for more than one.
+    """
+
+    input: str
+    output: str
+    paths: Mapping
+    trainer: Mapping
+    weights: str | None
+    model: str
+    device: str
+    bf16: bool
+    cuda_graph: bool
+    batch_size: int
+    template: str
+    score_threshold: float
+    detector_weights: str | None
+    upscale: float
+    alpha: float
+    min_face_size: float
+    only_center_face: bool
+    face_upscale: bool
+    paste_mask: str
+    draw_boxes: bool
+    aligned: bool
+    suffix: str
+    save_faces: bool
+    compare: bool
+    overwrite: bool
+    images_per_batch: int
+    frames_per_batch: int
+    smooth: bool
+    crf: int
+    max_pixels: int
+
+    def processes(self) -> int:
+        """How many processes ``trainer`` starts (``runtime.process_count``)."""
+        t = self.trainer
+        return process_count(
+            accelerator=t.get("accelerator", "auto"),
+            devices=t.get("devices", 1),
+            num_nodes=t.get("num_nodes", 1),
+        )
+
+    def restorer(self, device: str | torch.device | None = None) -> Restorer:
+        """The ``Restorer`` these options describe, on ``device`` (default: ``self.device``)."""
+        return Restorer(
+            self.weights,
+            model=self.model,
+            runs_root=self.paths["log_dir"],
+            device=resolve_device(self.device if device is None else device),
+            bf16=self.bf16,
+            cuda_graph=self.cuda_graph,
+            batch_size=self.batch_size,
+            detection=Detection(**self._fields_of(Detection)),
+            paste=Paste(**self._fields_of(Paste)),
+        )
+
+    def _fields_of(self, cls: type) -> dict[str, Any]:
+        """This stage's options that are fields of the dataclass ``cls`` (same names)."""
+        return {f.name: getattr(self, f.name) for f in fields(cls) if hasattr(self, f.name)}
+
+    def run_options(self) -> RunOptions:
+        """What the batch runner does with each file: the fields of ``RunOptions``."""
+        return RunOptions(**self._fields_of(RunOptions))
+
+    def run(self) -> int:
+        """Restore every file; the exit status (0: every file restored, 1: some failed)."""
+        files, root = collect_inputs(str(self.input))
+        out_dir = Path(self.output).expanduser()
+        refuse_output_in_inputs(out_dir, files, root, self.suffix or "")
+        if not files:
+            print(f"No images or videos found under {self.input}.")
+            return 1
+        if self.processes() > 1:
+            report = predict_files(
+                trainer=self.trainer,
+                make_restorer=self.restorer,
+                options=self.run_options(),
+                files=files,
+                root=root,
+                out_dir=out_dir,
+            )
+            if report is None:  # not the global rank 0: it printed nothing
+                return 0
+        else:
+            report = RestoreRun(self.run_options(), self.restorer(), files, root, out_dir).run()
+        print(report.summary())
+        print(f"Outputs in {out_dir}")
+        return 1 if report.failed else 0

@@ -3,14 +3,15 @@ and a stage refuses overrides it would silently ignore."""
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import yaml
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from gpen_lightning.app import refuse_unused_overrides
 from gpen_lightning.config import compose, conf_dir
-from gpen_lightning.recipes import auto_recipe, auto_value
+from gpen_lightning.options import FinetuneOptions, PriorOptions
+from gpen_lightning.recipes import auto_recipe, auto_value, preset_value
 from gpen_lightning.training import FinetuneModule, PriorModule
 from gpen_lightning.zoo import PRESETS
 
@@ -46,19 +47,51 @@ def test_every_model_option_is_the_zoo_preset_of_the_same_name():
         }, name
 
 
-@pytest.mark.parametrize(("stage", "cls"), [("prior", PriorModule), ("finetune", FinetuneModule)])
-def test_stage_module_values_equal_the_constructor_defaults(stage, cls):
-    """conf/stage/<stage>.yaml spells out every module argument for --help; the literal values
-    must be the Python defaults (interpolations such as ${model.recipe...} are the recipe's)."""
-    raw = yaml.safe_load((conf_dir() / "stage" / f"{stage}.yaml").read_text())["module"]
-    params = inspect.signature(cls.__init__).parameters
-    assert set(raw) - {"_target_"} == set(params) - {"self"}, "yaml and signature differ"
-    for key, value in raw.items():
-        if key in ("_target_", "model") or (isinstance(value, str) and value.startswith("${")):
-            continue
-        default = params[key].default
-        default = list(default) if isinstance(default, tuple) else default
-        assert value == default, f"module.{key}: yaml {value!r} vs default {default!r}"
+def test_model_presets_take_the_architecture_from_the_zoo_and_share_a_recipe():
+    """A preset file names the zoo preset and lists a shared base (conf/model/base/); size and
+    noise_mode follow the name (``${gpen.preset:...}``), so a new name moves them too."""
+    for path in (conf_dir() / "model").glob("*.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        assert not {"size", "noise_mode"} & set(raw), f"{path}: the zoo preset gives these"
+        assert [d for d in raw["defaults"] if str(d).startswith("base/")], path
+    cfg = compose(["model=gpen-tiny-32", "model.name=gpen-bfr-256", "paths.output_dir=/tmp/x"])
+    assert (cfg.model.size, cfg.data.size, cfg.module.model.size) == (256, 256, 256)
+    assert preset_value("gpen-bfr-256", "narrow") == PRESETS["gpen-bfr-256"].narrow
+    with pytest.raises(KeyError, match="unknown preset field 'width'"):
+        preset_value("gpen-bfr-256", "width")
+
+
+@pytest.mark.parametrize(
+    ("stage", "options"), [("prior", PriorOptions), ("finetune", FinetuneOptions)]
+)
+def test_stage_defaults_live_once_in_the_module_options(stage, options):
+    """conf/stage/<stage>.yaml sets only what the model preset (or the run) decides, never a
+    literal; every other module option is composed at its default from gpen_lightning.options,
+    so `--cfg job` lists them all, an override reaches one and an unknown key is refused."""
+    own = OmegaConf.load(conf_dir() / "stage" / f"{stage}.yaml").module
+    literals = [k for k in own if k != "model" and not OmegaConf.is_interpolation(own, k)]
+    assert not literals, f"conf/stage/{stage}.yaml repeats defaults: {literals}"
+    composed = compose([f"stage={stage}", "paths.output_dir=/tmp/x"]).module
+    defaults = options().as_dict()
+    assert list(composed) == ["_target_", "model", *defaults]
+    for key in set(defaults) - set(own):
+        value = defaults[key]
+        assert composed[key] == (list(value) if isinstance(value, tuple) else value), key
+    assert compose([f"stage={stage}", "module.r1_every=8"]).module.r1_every == 8
+    with pytest.raises(ConfigCompositionException, match=r"module\.xyz"):
+        compose([f"stage={stage}", "module.xyz=1"])
+
+
+def test_modules_take_their_options_and_refuse_unknown_ones():
+    model = {"name": "gpen-tiny-32"}
+    prior = PriorModule(model=model, r1_every=8)
+    assert dict(prior.hparams) == {"model": model, **PriorOptions(r1_every=8).as_dict()}
+    finetune = FinetuneModule(model=model, init=None)
+    assert dict(finetune.hparams) == {"model": model, **FinetuneOptions(init=None).as_dict()}
+    with pytest.raises(TypeError, match="xyz"):
+        PriorModule(model=model, xyz=1)
+    with pytest.raises(ValueError, match="noise_lr must be"):
+        FinetuneModule(model=model, noise_lr="both")
 
 
 @pytest.mark.parametrize(

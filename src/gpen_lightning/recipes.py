@@ -6,16 +6,29 @@
 - learning rate 0.0025 below 1024 px, 0.002 from 1024 px;
 - minibatch-stddev group min(batch, 4).
 
-``batch`` is the global batch (per device x devices). The paper presets keep the paper's recipe
-(gamma 10, half-life 10 kimg, lr 0.002); the tiny presets use this one. In the configs,
-``${gpen.auto:r1_gamma,${model.size},${model.recipe.batch_size}}`` reads a value.
+``batch`` is the global batch (per device x devices). The model presets keep their own recipe
+(``conf/model/base/``; ``recipe=auto`` swaps in this one). In the configs,
+``${gpen.auto:r1_gamma,${model.size},${model.recipe.global_batch}}`` reads a value, and
+``${gpen.preset:${model.name},size}`` a field of the zoo preset (the size of every model config).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from typing import Any, Literal
 
-__all__ = ["AUTO_KEYS", "auto_recipe", "auto_value", "global_batch"]
+from omegaconf import OmegaConf
+
+from gpen_lightning.options import register_configs
+
+__all__ = [
+    "AUTO_KEYS",
+    "auto_recipe",
+    "auto_value",
+    "global_batch",
+    "preset_value",
+    "register_config_extras",
+]
 
 AutoKey = Literal["r1_gamma", "ema_half_life_kimg", "lr", "stddev_group"]
 AUTO_KEYS: tuple[AutoKey, ...] = ("r1_gamma", "ema_half_life_kimg", "lr", "stddev_group")
@@ -53,3 +66,25 @@ def global_batch(per_device: int | str, devices: int | str | list, nodes: int | 
         except (TypeError, ValueError):
             n = 1
     return int(per_device) * n * max(int(nodes or 1), 1)
+
+
+def preset_value(name: str, field: str) -> Any:
+    """A field of the zoo preset ``name`` (``size``, ``noise_mode``, ...): the ``gpen.preset``
+    config resolver. It imports the zoo (torch) when a value is resolved, never on compose."""
+    from gpen_lightning.zoo.presets import Preset, get_preset
+
+    known = [f.name for f in dataclasses.fields(Preset)]
+    if field not in known:
+        raise KeyError(f"unknown preset field {field!r}; available: {', '.join(known)}")
+    return getattr(get_preset(name), field)
+
+
+def register_config_extras() -> None:
+    """The ``gpen.preset`` resolver and the stage option configs (``gpen_lightning.options``).
+    Idempotent; done on import of this module, which ``gpen_lightning.config`` imports (with the
+    other resolvers) before anything composes."""
+    OmegaConf.register_new_resolver("gpen.preset", preset_value, replace=True)
+    register_configs()
+
+
+register_config_extras()

@@ -7,7 +7,7 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torchmetrics import MeanMetric
@@ -18,6 +18,7 @@ from gpen_lightning.io import latest_file
 from gpen_lightning.losses import networks
 from gpen_lightning.losses.phases import FinetuneLoss
 from gpen_lightning.metrics.fid import load_fid
+from gpen_lightning.options import FinetuneOptions
 from gpen_lightning.ranges import to_unit
 from gpen_lightning.training.base import GANModule, eval_mode
 from gpen_lightning.training.fast import compiled, set_memory_format
@@ -62,123 +63,41 @@ class FinetuneModule(GANModule):
 
     Args:
         model: zoo preset, ``{"name": ..., **field overrides}``.
-        init: ``"auto"`` (the newest ``prior.pt`` under ``init_root/prior``), a path to an exported
-            prior or an official GPEN checkpoint (continues training it, encoder included), or
-            ``None`` / ``"none"`` (random decoder: ablations and tests).
-        init_root: where ``auto`` looks (the runs root, ``paths.log_dir``).
-        init_discriminator: optional separate D file (e.g. the official ``-D`` release).
-        lr, lr_ratio, betas: encoder lr (0.002) and encoder : decoder : D (100 : 10 : 1); Adam.
-        noise_lr: the part whose learning rate trains the decoder's noise-injection scales,
-            through which the encoder features enter the prior: ``"decoder"`` (the paper: they
-            belong to the prior) or ``"encoder"``. Pre-training on random noise leaves them near
-            0 (about 0.003 in a tiny prior), so at the decoder's rate the encoder features reach
-            the output slowly; with ``"encoder"`` they also train when ``freeze_prior`` is set.
-        adv_weight, content, content_weight, fm_weight: ``L_A`` weight, ``"l1"`` (paper) or
-            ``"smooth_l1"`` (official script) and alpha (1), beta of ``L_F`` (0.02).
-        r1_gamma, r1_every, pl_weight, pl_every, pl_decay, pl_batch_shrink: optional
-            regularizers of the official script (off: 0).
-        id_weight, id_weights: ArcFace identity loss (official script: 1) and the local IR-SE50
-            weights (``model_ir_se50.pth``); required when the weight is > 0.
-        lpips_weight, lpips_weights, lpips_net: LPIPS loss weight and the local torchvision
-            backbone file; with a file, validation also reports LPIPS.
-        fid_weights: local torch-fidelity Inception weights: validation also reports FID.
-        freeze_prior: keep the decoder fixed (ablation).
-        stddev_group: minibatch-stddev group of D.
-        ema_half_life_kimg, ema_rampup: EMA of the whole GPEN.
-        max_kimg, max_nan_streak: stop conditions (see ``GANModule``).
-        n_samples: faces in the [LQ | output | HQ] grids (from the validation set).
-        val_ema: validate and sample with the EMA network (else the trained one).
-        log_every, check_every, compile, channels_last, fused_adam: as ``PriorModule``.
+        **options: the fields of ``gpen_lightning.options.FinetuneOptions`` (documented there;
+            the stage config ``stage=finetune`` starts from the same defaults): the prior to start
+            from (``init``), learning rates, loss weights and their networks, the ablation switch
+            ``freeze_prior``, EMA, stop conditions, sample grids, speed switches.
     """
 
     sample_nrow = 3  # grids show LQ | output | HQ per row
 
-    def __init__(
-        self,
-        *,
-        model: dict[str, Any],
-        init: str | None = "auto",
-        init_root: str = "outputs",
-        init_discriminator: str | None = None,
-        lr: float = 0.002,
-        lr_ratio: tuple[float, float, float] = (100.0, 10.0, 1.0),
-        noise_lr: Literal["decoder", "encoder"] = "decoder",
-        betas: tuple[float, float] = (0.0, 0.99),
-        adv_weight: float = 1.0,
-        content: Literal["l1", "smooth_l1"] = "l1",
-        content_weight: float = 1.0,
-        fm_weight: float = 0.02,
-        r1_gamma: float = 0.0,
-        r1_every: int = 16,
-        pl_weight: float = 0.0,
-        pl_every: int = 4,
-        pl_decay: float = 0.01,
-        pl_batch_shrink: int = 2,
-        id_weight: float = 0.0,
-        id_weights: str | None = None,
-        lpips_weight: float = 0.0,
-        lpips_weights: str | None = None,
-        lpips_net: str = "alex",
-        fid_weights: str | None = None,
-        freeze_prior: bool = False,
-        stddev_group: int | None = 4,
-        ema_half_life_kimg: float = 10.0,
-        ema_rampup: float | None = None,
-        max_kimg: float = 1.0,
-        max_nan_streak: int = 20,
-        n_samples: int = 8,
-        val_ema: bool = True,
-        log_every: int = 10,
-        check_every: int = 10,
-        compile: bool = False,
-        channels_last: bool = True,
-        fused_adam: bool | None = None,
-    ) -> None:
+    def __init__(self, *, model: dict[str, Any], **options: Any) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        opts = FinetuneOptions(**options)
+        self.save_hyperparameters({"model": model, **opts.as_dict()})
         arch = dict(model)
         name = arch.pop("name")
         self.gpen: GPEN = build(name, "gpen", **arch)
-        self.discriminator = build(name, "discriminator", stddev_group=stddev_group, **arch)
-        set_memory_format(self.gpen, self.discriminator, channels_last=channels_last)
+        self.discriminator = build(name, "discriminator", stddev_group=opts.stddev_group, **arch)
+        set_memory_format(self.gpen, self.discriminator, channels_last=opts.channels_last)
         self.g_ema = copy.deepcopy(self.gpen).requires_grad_(False)
         self.trained_generator = self.gpen
-        if noise_lr not in ("decoder", "encoder"):
-            raise ValueError(f"noise_lr must be 'decoder' or 'encoder', got {noise_lr!r}")
-        if freeze_prior:
+        if opts.freeze_prior:
             self.gpen.generator.requires_grad_(False)
-            for p in self._noise_scales() if noise_lr == "encoder" else ():
+            for p in self._noise_scales() if opts.noise_lr == "encoder" else ():
                 p.requires_grad_(True)
-        e, dec, d = lr_ratio
-        self.lrs = {"encoder": lr, "decoder": lr * dec / e, "discriminator": lr * d / e}
-        weights = {"adv": adv_weight, "content": content_weight, "fm": fm_weight}
-        # Frozen loss/metric networks live outside the module tree: no checkpoint bloat, no DDP.
-        self.aux: dict[str, torch.nn.Module] = {}
-        if id_weight > 0:
-            self.aux["id"] = networks.load_identity(id_weights)
-            weights["id"] = id_weight
-        if lpips_weight > 0 or lpips_weights:
-            self.aux["lpips"] = networks.load_lpips(lpips_weights, lpips_net)
-            if lpips_weight > 0:
-                weights["lpips"] = lpips_weight
-        if fid_weights:
-            self.aux["fid"] = load_fid(fid_weights)
-        self.loss = FinetuneLoss(
-            generator=self.gpen,
-            discriminator=self.discriminator,
-            weights=weights,
-            content=content,
-            identity=self.aux.get("id"),
-            lpips=self.aux.get("lpips"),
-            regularization=self.regularization(),
-            **compiled(self.gpen, self.discriminator, enabled=compile),
-        )
+        e, dec, d = opts.lr_ratio
+        self.lrs = {
+            "encoder": opts.lr,
+            "decoder": opts.lr * dec / e,
+            "discriminator": opts.lr * d / e,
+        }
+        self.loss = self._build_loss(opts)
         # the lazy-regularization corrections of the Adam settings (each G group's lr scales by
         # the path-length ratio, D's by the R1 ratio)
-        self.r1 = losses.LazyRegularization(
-            self.loss.r1_every, self.lrs["discriminator"], tuple(betas)
-        )
-        self.pl = losses.LazyRegularization(self.loss.pl_every, lr, tuple(betas))
+        betas = tuple(opts.betas)
+        self.r1 = losses.LazyRegularization(self.loss.r1_every, self.lrs["discriminator"], betas)
+        self.pl = losses.LazyRegularization(self.loss.pl_every, opts.lr, betas)
         self.val_lpips = MeanMetric()
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
@@ -186,6 +105,31 @@ class FinetuneModule(GANModule):
         self.val_ssim_input = StructuralSimilarityIndexMeasure(data_range=1.0)
         self._initialized = False
         self._samples: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _build_loss(self, opts: FinetuneOptions) -> FinetuneLoss:
+        """The paper's loss with the optional identity / LPIPS terms; their frozen networks (and
+        FID's) go to ``self.aux``, outside the module tree: no checkpoint bloat, no DDP."""
+        weights = {"adv": opts.adv_weight, "content": opts.content_weight, "fm": opts.fm_weight}
+        self.aux: dict[str, torch.nn.Module] = {}
+        if opts.id_weight > 0:
+            self.aux["id"] = networks.load_identity(opts.id_weights)
+            weights["id"] = opts.id_weight
+        if opts.lpips_weight > 0 or opts.lpips_weights:
+            self.aux["lpips"] = networks.load_lpips(opts.lpips_weights, opts.lpips_net)
+            if opts.lpips_weight > 0:
+                weights["lpips"] = opts.lpips_weight
+        if opts.fid_weights:
+            self.aux["fid"] = load_fid(opts.fid_weights)
+        return FinetuneLoss(
+            generator=self.gpen,
+            discriminator=self.discriminator,
+            weights=weights,
+            content=opts.content,
+            identity=self.aux.get("id"),
+            lpips=self.aux.get("lpips"),
+            regularization=self.regularization(),
+            **compiled(self.gpen, self.discriminator, enabled=opts.compile),
+        )
 
     # -- initialisation from a prior or an official checkpoint --------------------------------
     def _apply(self, fn, recurse: bool = True):

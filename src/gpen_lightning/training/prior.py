@@ -15,6 +15,7 @@ import torch
 
 from gpen_lightning import losses
 from gpen_lightning.losses.phases import PriorLoss
+from gpen_lightning.options import PriorOptions
 from gpen_lightning.training.base import GANModule, eval_mode
 from gpen_lightning.training.fast import compiled, set_memory_format
 from gpen_lightning.zoo.presets import build
@@ -27,71 +28,31 @@ class PriorModule(GANModule):
 
     Args:
         model: zoo preset, ``{"name": ..., **field overrides}`` (e.g. ``{"name": "gpen-bfr-512"}``).
-        lr, betas: Adam settings before the lazy-regularization correction (spec: 0.002, (0, 0.99)).
-        r1_gamma, r1_every: R1 weight and interval in minibatches (10, 16); 0 turns it off.
-        pl_weight, pl_every, pl_decay, pl_batch_shrink: path-length regularization (2, 4, 0.01, 2);
-            weight 0 turns it off.
-        mixing_prob: style-mixing probability (0.9).
-        stddev_group: minibatch-stddev group of D (None: the whole per-device batch).
-        ema_half_life_kimg, ema_rampup: generator EMA half-life in thousands of images (10) and
-            the optional ramp-up factor (None: off; StyleGAN2-ADA uses 0.05).
-        max_kimg: stop after this many thousand images (counted over all processes).
-        n_samples, sample_seed: size and seed of the fixed latents/noise of the sample grids.
-        max_nan_streak: stop the run after this many consecutive minibatches with a non-finite loss
-            (their steps are skipped); 0 disables the check.
-        log_every, check_every: log scalars / read the NaN streak back every this many
-            minibatches (the steps in between never wait for the device).
-        compile: ``torch.compile`` G and D for the main phases (the regularization phases, which
-            take double backward, run the eager modules).
-        channels_last: run the networks' activations channels-last (faster convolutions on CPU
-            and CUDA); False runs them contiguous.
-        fused_adam: fused Adam kernels; None picks them on CUDA.
+        **options: the fields of ``gpen_lightning.options.PriorOptions`` (documented there; the
+            stage config ``stage=prior`` starts from the same defaults): Adam, R1, path length,
+            style mixing, EMA, stop conditions, sample grids, speed switches.
     """
 
-    def __init__(
-        self,
-        *,
-        model: dict[str, Any],
-        lr: float = 0.002,
-        betas: tuple[float, float] = (0.0, 0.99),
-        r1_gamma: float = 10.0,
-        r1_every: int = 16,
-        pl_weight: float = 2.0,
-        pl_every: int = 4,
-        pl_decay: float = 0.01,
-        pl_batch_shrink: int = 2,
-        mixing_prob: float = 0.9,
-        stddev_group: int | None = 4,
-        ema_half_life_kimg: float = 10.0,
-        ema_rampup: float | None = None,
-        max_kimg: float = 1.0,
-        n_samples: int = 16,
-        sample_seed: int = 0,
-        max_nan_streak: int = 20,
-        log_every: int = 10,
-        check_every: int = 10,
-        compile: bool = False,
-        channels_last: bool = True,
-        fused_adam: bool | None = None,
-    ) -> None:
+    def __init__(self, *, model: dict[str, Any], **options: Any) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        model = dict(model)
-        name = model.pop("name")
-        self.generator = build(name, "prior", **model)
-        self.discriminator = build(name, "discriminator", stddev_group=stddev_group, **model)
-        set_memory_format(self.generator, self.discriminator, channels_last=channels_last)
+        opts = PriorOptions(**options)
+        self.save_hyperparameters({"model": model, **opts.as_dict()})
+        arch = dict(model)
+        name = arch.pop("name")
+        self.generator = build(name, "prior", **arch)
+        self.discriminator = build(name, "discriminator", stddev_group=opts.stddev_group, **arch)
+        set_memory_format(self.generator, self.discriminator, channels_last=opts.channels_last)
         self.g_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.trained_generator = self.generator
         self.loss = PriorLoss(
             generator=self.generator,
             discriminator=self.discriminator,
             regularization=self.regularization(),
-            mixing_prob=mixing_prob,
-            **compiled(self.generator, self.discriminator, enabled=compile),
+            mixing_prob=opts.mixing_prob,
+            **compiled(self.generator, self.discriminator, enabled=opts.compile),
         )
-        self.r1 = losses.LazyRegularization(self.loss.r1_every, lr, tuple(betas))
-        self.pl = losses.LazyRegularization(self.loss.pl_every, lr, tuple(betas))
+        self.r1 = losses.LazyRegularization(self.loss.r1_every, opts.lr, tuple(opts.betas))
+        self.pl = losses.LazyRegularization(self.loss.pl_every, opts.lr, tuple(opts.betas))
 
     def configure_optimizers(self):
         g_opt = self._adam(self.generator.parameters(), **self.pl.adam_kwargs())

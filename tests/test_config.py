@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, InstantiationException
 from omegaconf import OmegaConf
 
-from gpen_lightning.app import refuse_unused_overrides
-from gpen_lightning.config import compose, conf_dir
+from gpen_lightning.app import build_stage
+from gpen_lightning.config import ROOTS, compose, conf_dir, root_config
 from gpen_lightning.options import FinetuneOptions, PriorOptions
 from gpen_lightning.recipes import auto_recipe, auto_value, preset_value
 from gpen_lightning.training import FinetuneModule, PriorModule
@@ -94,31 +94,67 @@ def test_modules_take_their_options_and_refuse_unknown_ones():
         FinetuneModule(model=model, noise_lr="both")
 
 
+_INPUT = {"restore": ["input=x"], "evaluate": ["input=x"], "export": []}
+
+
 @pytest.mark.parametrize(
-    ("stage", "override", "hint"),
+    ("stage", "override"),
     [
-        ("evaluate", "data.root=/faces", "input=FACES"),
-        ("evaluate", "data=folder", "input=FACES"),
-        ("restore", "trainer.max_epochs=2", "trainer.devices"),
-        ("export", "trainer.devices=2", "device="),
-        ("restore", "logger=csv", "logs nothing"),
-        ("export", "module.lr=0.1", "weights=PATH"),
-        ("restore", "+degradation.noise=[0,1]", "degrades nothing"),
+        ("evaluate", "data.root=/faces"),
+        ("evaluate", "data=folder"),
+        ("export", "trainer.devices=2"),
+        ("restore", "logger=csv"),
+        ("export", "module.lr=0.1"),
+        ("restore", "degradation.noise=[0,1]"),
+        ("restore", "ckpt_path=last.ckpt"),
     ],
 )
-def test_an_override_a_stage_does_not_read_is_refused(stage, override, hint):
-    with pytest.raises(ValueError, match=f"stage={stage} does not use") as err:
-        refuse_unused_overrides(stage, ["weights=x.pth", override])
-    assert hint in str(err.value)
+def test_an_override_a_stage_does_not_read_is_refused_by_hydra(stage, override):
+    """Each stage composes only the groups it reads: Hydra itself refuses the rest."""
+    with pytest.raises(ConfigCompositionException):
+        compose([f"stage={stage}", *_INPUT[stage], override])
 
 
-def test_overrides_a_stage_reads_are_accepted():
-    refuse_unused_overrides("evaluate", ["input=/faces", "degradation=paper", "model=gpen-bfr-512"])
-    refuse_unused_overrides("restore", ["input=a.jpg", "device=cpu", "bf16=true"])
-    refuse_unused_overrides(
-        "restore", ["trainer=ddp_sim", "trainer.devices=4", "trainer.num_nodes=2"]
+@pytest.mark.parametrize("stage", ["restore", "evaluate", "export"])
+def test_an_added_key_a_stage_does_not_take_is_refused_by_the_stage(stage, tmp_path):
+    cfg = compose([f"stage={stage}", *_INPUT[stage], f"output={tmp_path}", "+data.root=/faces"])
+    with pytest.raises(InstantiationException, match="data"):
+        build_stage(cfg)
+
+
+def test_overrides_a_stage_reads_are_accepted(tmp_path):
+    out = f"output={tmp_path}"
+    evaluate = build_stage(
+        compose(["stage=evaluate", "input=/faces", "degradation=paper", "model=gpen-bfr-512", out])
     )
-    refuse_unused_overrides("prior", ["trainer.devices=2", "data.root=/x", "logger=csv"])
+    assert (evaluate.input, evaluate.model, evaluate.output) == ("/faces", "gpen-bfr-512", out[7:])
+    assert evaluate.degradation["_target_"].endswith("Degradation")
+    restore = build_stage(
+        compose(["stage=restore", "input=a.jpg", "device=cpu", "bf16=true", "trainer=ddp_sim", out])
+    )
+    assert (restore.device, restore.bf16, restore.processes()) == ("cpu", True, 2)
+    nodes = compose(["stage=restore", "input=a", "trainer=multinode", "trainer.devices=4", out])
+    assert build_stage(nodes).processes() == 8  # 2 nodes x 4
+    compose(["stage=prior", "trainer.devices=2", "data.root=/x", "logger=csv"])
+
+
+def test_each_stage_composes_its_own_root_config():
+    assert {s: root_config([f"stage={s}"]) for s in ROOTS} == {
+        "prior": "config",
+        "finetune": "config",
+        "restore": "restore",
+        "evaluate": "evaluate",
+        "export": "export",
+    }
+    assert root_config([]) == root_config(["stage=prior,finetune"]) == "config"
+    with pytest.raises(ValueError, match="cannot mix"):
+        root_config(["stage=prior,restore"])
+    with pytest.raises(ValueError, match="unknown stage 'restor'"):
+        root_config(["stage=restor"])
+    for stage in ("restore", "evaluate", "export"):
+        cfg = compose([f"stage={stage}", *_INPUT[stage]])
+        assert cfg.task_name == stage
+        assert not {"module", "data", "logger", "callbacks", "ckpt_path"} & set(cfg)
 
 
 @pytest.mark.parametrize(

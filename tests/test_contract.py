@@ -73,7 +73,8 @@ def _batch(stage: str, device: str = "meta") -> dict[str, torch.Tensor]:
     [-1, 1] (no data on ``meta``)."""
     image = lambda: torch.rand(BATCH, 3, SIZE, SIZE, device=device) * 2 - 1  # noqa: E731
     batch = {"lq": image(), "hq": image()} if stage == "finetune" else {"hq": image()}
-    return {**batch, "index": torch.arange(BATCH, device=device)}
+    keys = {"host_seed": list(range(11, 11 + BATCH)), "host_batch_seed": [5] * BATCH}
+    return {**batch, "index": torch.arange(BATCH, device=device), **keys}
 
 
 # Both stages with all four phases due on minibatches 0 and 2 (R1 and path length every 2).
@@ -181,6 +182,8 @@ def test_batch_transfer_and_pairs_never_wait_for_the_device(training, tmp_path):
         batch = {
             "hq": torch.zeros(BATCH, 3, SIZE, SIZE, dtype=torch.uint8),
             "index": torch.arange(BATCH),
+            "seed": torch.arange(BATCH) + 11,  # the training keys (data.sampler)
+            "batch_seed": torch.full((BATCH,), 5),
         }
         batch = datamodule.on_before_batch_transfer(batch, 0)
         with meta_stand_in(), audit() as found:

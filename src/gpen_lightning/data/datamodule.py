@@ -1,4 +1,8 @@
-"""``FaceDataModule``: uint8 HQ faces from the workers, degraded on the device after transfer."""
+"""``FaceDataModule``: uint8 HQ faces from the workers, degraded on the device after transfer.
+
+Training batches follow one global sample order whatever the number of processes
+(``data.sampler``); each face is flipped and degraded from its own key, so N processes with batch
+B/N see and degrade exactly what one process with batch B does."""
 
 from __future__ import annotations
 
@@ -10,11 +14,16 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from gpen_lightning.data.degradation import Degradation
 from gpen_lightning.data.folder import FaceFolder
-from gpen_lightning.data.seeds import rank_seed, stream_seed
+from gpen_lightning.data.sampler import GlobalOrderSampler, KeyedItems
+from gpen_lightning.data.seeds import stream_seed
 from gpen_lightning.data.synthetic import SyntheticFaces
+from gpen_lightning.keyed import mix
 from gpen_lightning.ranges import to_signed
 
-__all__ = ["FaceDataModule", "degrade_fixed", "stack_faces"]
+__all__ = ["DEGRADE", "FaceDataModule", "degrade_each", "degrade_fixed", "stack_faces"]
+
+DEGRADE = 2  # the salt of a training face's degradation seed: mix(sample seed, DEGRADE)
+KEYS = ("seed", "batch_seed")  # the per-sample keys of training batches (see data.sampler)
 
 
 class FaceDataModule(L.LightningDataModule):
@@ -30,7 +39,8 @@ class FaceDataModule(L.LightningDataModule):
         degradation: the training degradation (GFPGAN model by default).
         val_degradation: for validation (default: the training one), applied with a fixed seed
             per sample so validation metrics are comparable across runs.
-        seed: seeds the training degradation stream (offset by the global rank under DDP).
+        seed: seeds the training order and every training face's flip and degradation (by its
+            position in the global order: the same for any number of processes).
         verify: fully decode every folder image at setup (report corrupt files up front).
         degrade: False yields ``{"hq", "index"}`` batches only (the prior stage needs no LQ).
         val_cache_mb: keep each validation face's fixed degradation (uint8, on the batch's
@@ -73,7 +83,6 @@ class FaceDataModule(L.LightningDataModule):
         self.degrade = degrade
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
-        self._train_gen: torch.Generator | None = None
         self.val_cache_mb = val_cache_mb
         self._val_cache: FixedCache | None = None
 
@@ -85,9 +94,9 @@ class FaceDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train_full = self._dataset(self.root, flip=True)
+        train_full = self._dataset(self.root, flip=False)  # flipped by key: KeyedItems
         if self.val_root is not None:
-            self.train_set = train_full
+            self.train_set = KeyedItems(train_full, flip=True)
             self.val_set = self._dataset(self.val_root, flip=False)
         else:
             n = len(train_full)
@@ -95,24 +104,27 @@ class FaceDataModule(L.LightningDataModule):
             if self.val_fraction > 0 and (n_val < 1 or n_val >= n):
                 raise ValueError(f"cannot split {n} images with val_fraction={self.val_fraction}")
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
-            self.train_set = Subset(train_full, order[n_val:].tolist())
+            self.train_set = KeyedItems(Subset(train_full, order[n_val:].tolist()), flip=True)
             # validation reads the same files without random flips
-            self.val_set = Subset(self._dataset(self.root, flip=False), order[:n_val].tolist())
-        self._train_gen = self._new_train_generator()
-
-    def _new_train_generator(self) -> torch.Generator:
-        """The training degradation stream, offset by the global rank under DDP."""
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        return torch.Generator().manual_seed(rank_seed(self.seed, rank))
+            self.val_set = Subset(train_full, order[:n_val].tolist())
 
     def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
+        sampler = None
+        if train:
+            trainer = self.trainer
+            sampler = GlobalOrderSampler(
+                dataset,
+                batch_size=self.batch_size,
+                world_size=trainer.world_size if trainer is not None else 1,
+                rank=trainer.global_rank if trainer is not None else 0,
+                seed=self.seed,
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.val_batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) >= self.batch_size,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -128,9 +140,14 @@ class FaceDataModule(L.LightningDataModule):
         """uint8 HQ batch -> ``{"lq", "hq", "params"}`` in [-1, 1] on the batch's device."""
         hq = batch["hq"]
         if train:
-            if self._train_gen is None:
-                self._train_gen = self._new_train_generator()
-            out = self.degradation(hq, generator=self._train_gen)
+            if "host_seed" not in batch:
+                raise KeyError(
+                    "a training batch needs its per-sample keys ('seed', 'batch_seed': "
+                    "GlobalOrderSampler and KeyedItems, as train_dataloader() builds them) and "
+                    "their host copies (on_before_batch_transfer)"
+                )
+            seeds = [mix(s, DEGRADE) for s in batch["host_seed"]]
+            out = degrade_each(self.degradation, hq, seeds)
         else:
             indices = batch.get("host_index", batch["index"])  # host list: no read-back
             out = degrade_fixed(
@@ -141,6 +158,7 @@ class FaceDataModule(L.LightningDataModule):
             "hq": to_signed(out["hq"], 255),
             "params": out["params"],
             "index": batch["index"],
+            **_host_keys(batch),
         }
 
     def _cache(self) -> FixedCache:
@@ -151,17 +169,25 @@ class FaceDataModule(L.LightningDataModule):
         return self._val_cache
 
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Keep the dataset indices as a host list too: the fixed validation degradation seeds
-        from them, and reading them back from the device would stall its queue."""
-        if isinstance(batch, dict) and isinstance(batch.get("index"), torch.Tensor):
-            batch = {**batch, "host_index": batch["index"].tolist()}
+        """Keep the dataset indices and the training keys as host lists too: the degradations
+        and the training step's draws are seeded from them, and reading them back from the device
+        would stall its queue."""
+        if not isinstance(batch, dict):
+            return batch
+        for key in ("index", *KEYS):
+            if isinstance(batch.get(key), torch.Tensor):
+                batch = {**batch, f"host_{key}": batch[key].tolist()}
         return batch
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if not self.degrade:
-            return {"hq": to_signed(batch["hq"], 255), "index": batch["index"]}
-        train = self.trainer is not None and self.trainer.training
-        return self.make_pairs(batch, train=train)
+            out = {"hq": to_signed(batch["hq"], 255), "index": batch["index"], **_host_keys(batch)}
+        else:
+            out = self.make_pairs(batch, train=self.trainer is not None and self.trainer.training)
+        if getattr(self.trainer, "precision", None) == "64-true":
+            # Lightning converts a batch before this hook, when it is still uint8
+            out = self.trainer.precision_plugin.convert_input(out)
+        return out
 
 
 class FixedCache:
@@ -186,6 +212,38 @@ class FixedCache:
             self.used += size
 
 
+def _host_keys(batch: dict) -> dict:
+    """The host lists of the training keys a batch carries (``host_seed``, ``host_batch_seed``)."""
+    return {f"host_{k}": batch[f"host_{k}"] for k in KEYS if f"host_{k}" in batch}
+
+
+def degrade_each(
+    degradation: Degradation,
+    hq: torch.Tensor,
+    seeds: list[int],
+    *,
+    cache: FixedCache | None = None,
+    keys: list[int] | None = None,
+) -> dict:
+    """Degrade each sample with its own seed: a face's LQ depends on its seed alone, not on the
+    batch it is in. ``cache`` holds outputs by ``keys`` (one per sample) and returns those it has
+    instead of degrading again."""
+    parts = []
+    for i, seed in enumerate(seeds):
+        key = keys[i] if keys is not None else None
+        part = cache.get(key, hq.device) if cache is not None else None
+        if part is None:
+            part = degradation(hq[i : i + 1], seed=seed)
+            if cache is not None:
+                cache.put(key, part)
+        parts.append(part)
+    return {
+        "lq": torch.cat([p["lq"] for p in parts]),
+        "hq": torch.cat([p["hq"] for p in parts]),
+        "params": {k: torch.cat([p["params"][k] for p in parts]) for k in parts[0]["params"]},
+    }
+
+
 def degrade_fixed(
     degradation: Degradation,
     hq: torch.Tensor,
@@ -198,20 +256,9 @@ def degrade_fixed(
     same LQ for a face in every run, whatever the batch size and order (validation, evaluation).
     ``cache`` (for one dataset, one degradation and one seed) returns the faces it holds instead.
     """
-    parts = []
-    indices = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
-    for i, idx in enumerate(indices):
-        part = cache.get(idx, hq.device) if cache is not None else None
-        if part is None:
-            part = degradation(hq[i : i + 1], seed=stream_seed(seed, int(idx)))
-            if cache is not None:
-                cache.put(idx, part)
-        parts.append(part)
-    return {
-        "lq": torch.cat([p["lq"] for p in parts]),
-        "hq": torch.cat([p["hq"] for p in parts]),
-        "params": {k: torch.cat([p["params"][k] for p in parts]) for k in parts[0]["params"]},
-    }
+    indices = indices.tolist() if isinstance(indices, torch.Tensor) else [int(i) for i in indices]
+    seeds = [stream_seed(seed, i) for i in indices]
+    return degrade_each(degradation, hq, seeds, cache=cache, keys=indices)
 
 
 def stack_faces(dataset, n: int | None = None) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import autograd
 
 from gpen_lightning.zoo.generator import mixing_crossover
+from gpen_lightning.zoo.ops import fp32
 
 __all__ = [
     "LazyRegularization",
@@ -30,25 +31,25 @@ __all__ = [
 
 def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Discriminator logistic loss: softplus(D(fake)) + softplus(-D(real)), batch mean."""
-    return F.softplus(fake_logits.float()).mean() + F.softplus(-real_logits.float()).mean()
+    return F.softplus(fp32(fake_logits)).mean() + F.softplus(-fp32(real_logits)).mean()
 
 
 def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating generator loss: softplus(-D(G(z))), batch mean."""
-    return F.softplus(-fake_logits.float()).mean()
+    return F.softplus(-fp32(fake_logits)).mean()
 
 
 def _grad(
     output: torch.Tensor, inputs: torch.Tensor, scaler: torch.amp.GradScaler | None
 ) -> torch.Tensor:
     """d sum(output) / d inputs with a graph (for a penalty), through ``scaler`` if given."""
-    out = output.float().sum()
+    out = fp32(output).sum()
     if scaler is not None and scaler.is_enabled():
         scale = scaler.get_scale()
         (grad,) = autograd.grad(scaler.scale(out), inputs, create_graph=True)
-        return grad.float() / scale
+        return fp32(grad) / scale
     (grad,) = autograd.grad(out, inputs, create_graph=True)
-    return grad.float()
+    return fp32(grad)
 
 
 def r1_penalty(
@@ -73,6 +74,7 @@ def path_length_penalty(
     decay: float = 0.01,
     scaler: torch.amp.GradScaler | None = None,
     generator: torch.Generator | None = None,
+    probe: torch.Tensor | None = None,
     reduce_mean=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Path-length regularization of StyleGAN2.
@@ -84,6 +86,8 @@ def path_length_penalty(
         decay: EMA rate of the running mean.
         scaler: see the module docstring.
         generator: RNG for the image-space probe y ~ N(0, I) / sqrt(H W).
+        probe: the probe itself, N(0, I) draws shaped like ``images`` (then scaled here by
+            1 / sqrt(H W)); e.g. keyed per sample (``gpen_lightning.keyed``).
         reduce_mean: optional callable averaging a scalar over processes (DDP), so every rank
             keeps the same running mean.
 
@@ -91,15 +95,17 @@ def path_length_penalty(
         (penalty, path_lengths (B,), new running mean): penalty = mean (|J^T y| - a)^2, scalar.
     """
     h, w = images.shape[-2:]
-    probe = torch.randn(
-        images.shape, device=images.device, dtype=torch.float32, generator=generator
-    ) / math.sqrt(h * w)
-    grad = _grad(images.float() * probe, latents, scaler)  # (B, L, D)
+    if probe is None:
+        probe = torch.randn(
+            images.shape, device=images.device, dtype=fp32(images).dtype, generator=generator
+        )
+    probe = probe.to(fp32(images).dtype) / math.sqrt(h * w)
+    grad = _grad(fp32(images) * probe, latents, scaler)  # (B, L, D)
     lengths = grad.pow(2).sum(2).mean(1).sqrt()  # (B,)
     batch_mean = lengths.detach().mean()
     if reduce_mean is not None:
         batch_mean = reduce_mean(batch_mean)
-    new_mean = mean_path_length.float().lerp(batch_mean, decay)
+    new_mean = fp32(mean_path_length).lerp(batch_mean.to(fp32(mean_path_length).dtype), decay)
     penalty = (lengths - new_mean).pow(2).mean()
     return penalty, lengths.detach(), new_mean.detach()
 

@@ -7,17 +7,26 @@ takes the batch (and the keywords of ``PhaseLoss``) and returns the weighted sca
 back-propagate and detached statistics for logging. The LightningModules build their phase
 records from these once (``training.base.TrainingPhase``), run backward and step the optimizers;
 nothing here reads a value back to the host, so a training step stays asynchronous on a GPU.
+
+Batches from ``FaceDataModule``'s training loader carry per-sample keys (``host_seed``) and their
+global minibatch's (``host_batch_seed``): every draw of a phase (latents, noise maps, the mixing
+coin, the path-length probe) is keyed by them and the phase's salt, so a process draws for its
+samples exactly what one process with the whole global minibatch would. A batch without keys
+(made by hand) falls back to the process's own random streams.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
 from torch import nn
 
+from gpen_lightning.keyed import keyed_normal, mix
 from gpen_lightning.losses import gan, restoration
+from gpen_lightning.zoo.generator import mixing_crossover
 
 __all__ = ["REGULARIZATION", "FinetuneLoss", "GANLoss", "PhaseLoss", "PhaseOutput", "PriorLoss"]
 
@@ -28,6 +37,8 @@ PhaseOutput = tuple[torch.Tensor, dict[str, torch.Tensor]]
 # path-length mean, its update returned as ``stats["pl_mean"]``; ``reduce_mean``: a scalar's mean
 # over processes). A phase ignores the keywords it does not use.
 PhaseLoss = Callable[..., PhaseOutput]
+# the salts of each phase's draws: mix(sample or minibatch seed, salt)
+D_FAKE, G_MAIN, PL_SAMPLE, PL_PROBE = 10, 11, 12, 13
 
 
 class GANLoss:
@@ -115,12 +126,20 @@ class GANLoss:
         if pl_mean is None:
             raise ValueError("the path-length phase needs the running mean (pl_mean=)")
         images, latents = self.pl_sample(batch)
+        probe = None
+        if "host_seed" in batch:  # keyed per sample (see the module docstring)
+            seeds = [mix(s, PL_PROBE) for s in batch["host_seed"][: len(images)]]
+            dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+            (probe,) = keyed_normal(
+                seeds, [tuple(images.shape[1:])], device=images.device, dtype=dtype
+            )
         penalty, lengths, new_mean = gan.path_length_penalty(
             images,
             latents,
             pl_mean,
             decay=self.pl_decay,
             scaler=scaler,
+            probe=probe,
             reduce_mean=reduce_mean,
         )
         loss = self.pl_weight * self.pl_every * penalty + 0 * images.sum()
@@ -146,30 +165,43 @@ class PriorLoss(GANLoss):
         super().__init__(**kwargs)
         self.mixing_prob = mixing_prob
 
-    def latents(self, batch_size: int) -> tuple[list[torch.Tensor], int | None]:
-        """Latents drawn on the networks' device (the mixing coin is a host draw)."""
-        return gan.mixing_latents(
-            batch_size,
-            self.G.style_dim,
-            prob=self.mixing_prob,
-            n_latent=self.G.n_latent,
-            device=self.G.w_avg.device,
-        )
+    def latents(
+        self, batch: dict, salt: int, n: int | None = None
+    ) -> tuple[list[torch.Tensor], int | None, list[torch.Tensor] | None]:
+        """``(zs, crossover, noise)`` for the first ``n`` samples of ``batch`` (default all), on
+        the networks' device. Keyed batches: the mixing coin and crossover from the global
+        minibatch's seed, each sample's z (one or two) and noise maps from its own; otherwise
+        fresh draws (the coin on the host) and the generator's own noise."""
+        device = self.G.w_avg.device
+        n = len(batch["hq"]) if n is None else n
+        if "host_seed" not in batch:
+            zs, cut = gan.mixing_latents(
+                n, self.G.style_dim, prob=self.mixing_prob, n_latent=self.G.n_latent, device=device
+            )
+            return zs, cut, None
+        coin = random.Random(mix(batch["host_batch_seed"][0], salt))
+        mixing = self.mixing_prob > 0 and coin.random() < self.mixing_prob
+        cut = mixing_crossover(self.G.n_latent, coin) if mixing else None
+        k = 2 if mixing else 1
+        shapes = [(self.G.style_dim,)] * k + [s[1:] for s in self.G.noise_shapes(1)]
+        seeds = [mix(s, salt) for s in batch["host_seed"][:n]]
+        draws = keyed_normal(seeds, shapes, device=device, dtype=self.G.w_avg.dtype)
+        return draws[:k], cut, draws[k:]
 
     def fake(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        zs, cut = self.latents(len(batch["hq"]))
-        return self.g_main_forward(zs, inject_index=cut)
+        zs, cut, noise = self.latents(batch, D_FAKE)
+        return self.g_main_forward(zs, inject_index=cut, noise=noise)
 
     def g_main(self, batch: dict[str, torch.Tensor], **_) -> PhaseOutput:
-        zs, cut = self.latents(len(batch["hq"]))
+        zs, cut, noise = self.latents(batch, G_MAIN)
         loss = gan.g_nonsaturating_loss(
-            self.d_main_forward(self.g_main_forward(zs, inject_index=cut))
+            self.d_main_forward(self.g_main_forward(zs, inject_index=cut, noise=noise))
         )
         return loss, {"train/loss_g": loss.detach()}
 
     def pl_sample(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        zs, cut = self.latents(self._shrunk(len(batch["hq"])))
-        return self.G(zs, inject_index=cut, return_latents=True)
+        zs, cut, noise = self.latents(batch, PL_SAMPLE, self._shrunk(len(batch["hq"])))
+        return self.G(zs, inject_index=cut, noise=noise, return_latents=True)
 
 
 class FinetuneLoss(GANLoss):

@@ -36,6 +36,7 @@ from gpen_lightning.io import atomic_save
 from gpen_lightning.losses.phases import REGULARIZATION, GANLoss, PhaseLoss, PhaseOutput
 from gpen_lightning.training.ema import ema_beta, update_ema
 from gpen_lightning.training.grads import sanitize_grads, world_size
+from gpen_lightning.zoo.ops import fp32
 
 __all__ = ["GANModule", "TrainingPhase", "eval_mode"]
 
@@ -87,7 +88,7 @@ def _all_reduce(x: torch.Tensor, op: str) -> torch.Tensor:
     n_proc = world_size()
     if n_proc == 1:
         return x
-    x = x.detach().clone().float()
+    x = fp32(x.detach().clone())
     dist.all_reduce(x, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
     return x / n_proc if op == "mean" else x
 
@@ -211,10 +212,22 @@ class GANModule(L.LightningModule):
         logs.update(stats)
         return finite
 
+    def _average_tracked_buffers(self) -> None:
+        """Under DDP, average the trained network's ``w_avg`` over processes: each process moved
+        it towards its own samples' mean w by the same lerps, which are linear, so the average is
+        what one process with the global minibatch computes (one all-reduce of ``style_dim``
+        floats per minibatch)."""
+        if world_size() == 1:
+            return
+        for name, buf in self.trained_generator.named_buffers():
+            if name.endswith("w_avg"):
+                buf.copy_(_all_reduce(buf, "mean"))
+
     def _advance(self, batch: int, bad: torch.Tensor, logs: dict) -> None:
         """After a minibatch: EMA of the trained network into ``g_ema``, counters, NaN streak and,
         every ``log_every`` minibatches, the logs."""
         global_batch = batch * self.trainer.world_size
+        self._average_tracked_buffers()
         beta = ema_beta(
             global_batch,
             half_life_kimg=self.hparams.ema_half_life_kimg,

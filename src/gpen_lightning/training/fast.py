@@ -40,9 +40,13 @@ class CompiledPrior:
         self.synthesis = torch.compile(generator.synthesis)
 
     def __call__(
-        self, z: torch.Tensor | list[torch.Tensor], *, inject_index: int | None = None
+        self,
+        z: torch.Tensor | list[torch.Tensor],
+        *,
+        inject_index: int | None = None,
+        noise: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        return self.synthesis(self.generator.latents(z, inject_index=inject_index))
+        return self.synthesis(self.generator.latents(z, inject_index=inject_index), noise)
 
 
 def compiled(generator: nn.Module, discriminator: nn.Module, *, enabled: bool) -> dict[str, Any]:

@@ -253,7 +253,7 @@ class FinetuneModule(GANModule):
             batch = {k: v[: self.hparams.n_samples] for k, v in batch.items()}
             batch = dm.make_pairs(batch, train=False)
             self._samples = (batch["lq"], batch["hq"])
-        lq, hq = (x.to(self.device) for x in self._samples)
+        lq, hq = (x.to(self.device, self.dtype) for x in self._samples)  # 64-true: float64
         with eval_mode(self._net()) as net:
             out = net(lq).float().clamp(-1, 1)
         return torch.stack([lq.float(), out, hq.float()], 1).flatten(0, 1)

@@ -82,8 +82,9 @@ class PriorModule(GANModule):
         out = []
         with eval_mode(g):
             for i in range(0, n, 64):
-                maps = None if noise is None else [m[i : i + 64].to(self.device) for m in noise]
-                out.append(g(z[i : i + 64].to(self.device), noise=maps).float().clamp(-1, 1))
+                to = dict(device=self.device, dtype=g.w_avg.dtype)  # 64-true: float64
+                maps = None if noise is None else [m[i : i + 64].to(**to) for m in noise]
+                out.append(g(z[i : i + 64].to(**to), noise=maps).float().clamp(-1, 1))
         return torch.cat(out)
 
     def export_weights(self, path: str | os.PathLike[str]) -> None:

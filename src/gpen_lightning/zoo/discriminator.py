@@ -10,6 +10,7 @@ from torch import nn
 from gpen_lightning.zoo.blocks import ConvLayer, ResBlock
 from gpen_lightning.zoo.generator import channel_table, log2_size
 from gpen_lightning.zoo.layers import BLUR_TAPS, EqualLinear
+from gpen_lightning.zoo.ops import fp32
 
 __all__ = ["Discriminator", "minibatch_stddev"]
 
@@ -28,7 +29,7 @@ def minibatch_stddev(
         raise ValueError(f"batch size {b} is not divisible by the minibatch-stddev group size {g}")
     f = num_features
     y = x.view(g, -1, f, c // f, h, w)  # (G, B/G, F, C/F, H, W)
-    y = torch.sqrt(y.float().var(0, unbiased=False) + 1e-8)  # (B/G, F, C/F, H, W)
+    y = torch.sqrt(fp32(y).var(0, unbiased=False) + 1e-8)  # (B/G, F, C/F, H, W)
     y = y.mean([2, 3, 4]).to(x.dtype)  # (B/G, F)
     y = y.view(-1, f, 1, 1).repeat(g, 1, h, w)  # (B, F, H, W)
     return torch.cat([x, y], 1)

@@ -139,7 +139,7 @@ class Generator(nn.Module):
         if track_w_avg:
             with torch.no_grad():
                 self.w_avg.copy_(
-                    torch.lerp(w.detach().float().mean(0), self.w_avg, self.w_avg_beta)
+                    torch.lerp(w.detach().to(self.w_avg.dtype).mean(0), self.w_avg, self.w_avg_beta)
                 )
         return self.truncate(w, truncation)
 

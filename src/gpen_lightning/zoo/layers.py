@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gpen_lightning.zoo.ops import bias_leaky_relu, is_channels_last, make_kernel, upfirdn2d
+from gpen_lightning.zoo.ops import bias_leaky_relu, fp32, is_channels_last, make_kernel, upfirdn2d
 
 NoiseMode = Literal["concat", "add", "none"]
 NOISE_MODES: tuple[str, ...] = ("concat", "add", "none")
@@ -210,7 +210,9 @@ class NoiseInjection(nn.Module):
             out[:, :c].copy_(x)
             torch.mul(noise, weight, out=out[:, c:])
             return out
-        return torch.cat([x, weight * noise.to(x.dtype)], dim=1)
+        fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+        noise = noise.to(dtype=x.dtype, memory_format=fmt)  # given maps: in the layout of x
+        return torch.cat([x, weight * noise], dim=1)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}"
@@ -280,13 +282,13 @@ class ModulatedConv2d(nn.Module):
         temporary is needed.
         """
         with _no_autocast(s.device):  # autocast would round the sum to bf16
-            wsq = torch.linalg.vector_norm(self.weight[0].float(), dim=(2, 3)).square()
-            return torch.rsqrt(self.scale**2 * (s.float().square() @ wsq.t()) + 1e-8)
+            wsq = torch.linalg.vector_norm(fp32(self.weight[0]), dim=(2, 3)).square()
+            return torch.rsqrt(self.scale**2 * (fp32(s).square() @ wsq.t()) + 1e-8)
 
     def _forward_fused(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         b, cin, h, w = x.shape
         cout, k = self.out_channels, self.kernel_size
-        coef = self.scale * s.float().view(b, 1, cin)  # (B, 1, in)
+        coef = self.scale * fp32(s).view(b, 1, cin)  # (B, 1, in)
         if self.demodulate:
             coef = coef * self._demodulation(s).view(b, cout, 1)  # (B, out, in)
         # a single pass over the weight: (1, out, in, k, k) * (B, out|1, in, 1, 1)

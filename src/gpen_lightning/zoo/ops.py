@@ -13,10 +13,17 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bias_leaky_relu", "is_channels_last", "make_kernel", "upfirdn2d"]
+__all__ = ["bias_leaky_relu", "fp32", "is_channels_last", "make_kernel", "upfirdn2d"]
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
+
+
+def fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in at least single precision: half and bfloat16 (and integer) tensors as float32,
+    float64 unchanged (a ``64-true`` run keeps its precision through the fp32 islands of mixed
+    precision: demodulation, the losses, the penalties' inner gradients)."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def is_channels_last(x: torch.Tensor) -> bool:

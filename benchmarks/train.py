@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from gpen_lightning.config import compose
 from gpen_lightning.data import Degradation, SyntheticFaces
+from gpen_lightning.data.sampler import KeyedItems
 from gpen_lightning.train import build_run
 
 
@@ -130,8 +131,9 @@ def bench_stage(
         cfg = compose(overrides)
         timer = StepTimer(warmup, steps)
         datamodule, module, trainer = build_run(cfg, extra_callbacks=[timer])
-        datamodule.train_set = CachedFaces(cfg.model.size, max(2 * batch, 16))
-        datamodule.val_set = datamodule.train_set  # never run (limit_val_batches=0)
+        faces = CachedFaces(cfg.model.size, max(2 * batch, 16))
+        datamodule.train_set = KeyedItems(faces, flip=True)  # keyed, as FaceDataModule's own
+        datamodule.val_set = faces  # never run (limit_val_batches=0)
         trainer.fit(module, datamodule=datamodule)
     if not math.isfinite(timer.seconds):
         raise RuntimeError(f"training stopped before minibatch {warmup + steps}")

@@ -79,7 +79,12 @@ def build_run(
     module = instantiate(cfg.module, _convert_="all")
     callbacks = [*_instantiate_all(cfg.get("callbacks")), *extra_callbacks]
     loggers = _instantiate_all(cfg.get("logger"))
-    return datamodule, module, _trainer(cfg, callbacks, loggers)
+    trainer = _trainer(cfg, callbacks, loggers)
+    if trainer.precision == "64-true":
+        # in float64 before a checkpoint is restored into it: Lightning converts the module
+        # after restoring, which would round resumed weights through float32
+        module = module.double()
+    return datamodule, module, trainer
 
 
 def _configure_backends(cfg: DictConfig) -> None:

@@ -85,6 +85,18 @@ class FaceDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
         self.val_cache_mb = val_cache_mb
         self._val_cache: FixedCache | None = None
+        # global minibatches trained so far: where the run stands in the global order, saved in
+        # checkpoints (state_dict) so that a resumed run continues it exactly
+        self.trained_batches = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"batches"}``: the global minibatches trained so far (the data epoch and the place
+        in it follow, every epoch holding the same number of whole global minibatches)."""
+        return {"batches": self.trained_batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume: the next training loader continues after ``state["batches"]`` minibatches."""
+        self.trained_batches = int(state["batches"])
 
     def _dataset(self, root, *, flip: bool) -> Dataset:
         if root is None:
@@ -114,12 +126,19 @@ class FaceDataModule(L.LightningDataModule):
         sampler = None
         if train:
             trainer = self.trainer
+            world = trainer.world_size if trainer is not None else 1
+            per_epoch = len(dataset) // (self.batch_size * world)
+            epoch, start = divmod(self.trained_batches, max(per_epoch, 1))
             sampler = GlobalOrderSampler(
                 dataset,
                 batch_size=self.batch_size,
-                world_size=trainer.world_size if trainer is not None else 1,
+                world_size=world,
                 rank=trainer.global_rank if trainer is not None else 0,
                 seed=self.seed,
+                epoch=epoch,
+                start=start,
+                # Lightning's epochs count from where its own loop resumed; the data's from 0
+                epoch_offset=epoch - (trainer.current_epoch if trainer is not None else 0),
             )
         return DataLoader(
             dataset,
@@ -180,10 +199,13 @@ class FaceDataModule(L.LightningDataModule):
         return batch
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        train = self.trainer is not None and self.trainer.training
+        if train:  # one more minibatch (counted as it is handed to the training step)
+            self.trained_batches += 1
         if not self.degrade:
             out = {"hq": to_signed(batch["hq"], 255), "index": batch["index"], **_host_keys(batch)}
         else:
-            out = self.make_pairs(batch, train=self.trainer is not None and self.trainer.training)
+            out = self.make_pairs(batch, train=train)
         if getattr(self.trainer, "precision", None) == "64-true":
             # Lightning converts a batch before this hook, when it is still uint8
             out = self.trainer.precision_plugin.convert_input(out)

@@ -36,6 +36,12 @@ class GlobalOrderSampler(DistributedSampler):
             ``batch_size * world_size``, and only whole global minibatches are kept.
         world_size, rank: the processes and this one's global rank.
         seed: the order and the keys' seed.
+        epoch: the data epoch it starts in.
+        start: global minibatches of ``epoch`` already trained (a resumed run): they are not
+            handed out again. A later epoch starts from its beginning.
+        epoch_offset: data epoch minus Lightning's epoch (``set_epoch`` gets Lightning's, which
+            counts from wherever its loop resumed, e.g. a new epoch after a run that stopped
+            inside one).
     """
 
     def __init__(
@@ -46,10 +52,14 @@ class GlobalOrderSampler(DistributedSampler):
         world_size: int = 1,
         rank: int = 0,
         seed: int = 0,
+        epoch: int = 0,
+        start: int = 0,
+        epoch_offset: int = 0,
     ) -> None:
         super().__init__(
             dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
         )
+        self.epoch, self.start, self.epoch_offset = epoch, start, epoch_offset
         self.global_batch = batch_size * world_size
         n = len(dataset)  # type: ignore[arg-type]
         if n < self.global_batch:
@@ -59,11 +69,20 @@ class GlobalOrderSampler(DistributedSampler):
             )
         self.num_samples = n // self.global_batch * batch_size
         self.total_size = self.num_samples * world_size
+        if not 0 <= start * self.global_batch <= self.total_size:
+            raise ValueError(f"start={start} minibatches is outside an epoch of this data")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning's epoch ``epoch`` is data epoch ``epoch + epoch_offset``."""
+        if epoch + self.epoch_offset != self.epoch:
+            self.start = 0  # the resumed epoch is over
+        super().set_epoch(epoch + self.epoch_offset)
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         gen = torch.Generator().manual_seed(mix(self.seed, self.epoch))
         order = torch.randperm(len(self.dataset), generator=gen)[: self.total_size].tolist()
-        for position in range(self.rank, self.total_size, self.num_replicas):
+        first = self.start * self.global_batch + self.rank
+        for position in range(first, self.total_size, self.num_replicas):
             yield (
                 order[position],
                 mix(self.seed, self.epoch, position),
@@ -71,6 +90,8 @@ class GlobalOrderSampler(DistributedSampler):
             )
 
     def __len__(self) -> int:
+        """A whole epoch, also when resuming inside one: Lightning counts the epoch's batches
+        from its own restored progress (``num_training_batches`` is read once)."""
         return self.num_samples
 
 

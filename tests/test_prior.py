@@ -256,3 +256,21 @@ def test_mixed_precision_on_gpu(precision, tmp_path):
     state = _load(result["checkpoint"])["state_dict"]
     assert int(state["r1_steps"]) >= 2 and int(state["pl_steps"]) >= 7
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_a_checkpoint_holds_each_network_once_and_old_ones_still_load(tmp_path):
+    """``trained_generator`` is a property, not a second name of the generator in the state dict
+    (which stored it twice); a checkpoint written with that second name still loads."""
+    from gpen_lightning.training import PriorModule
+
+    module = PriorModule(model={"name": "gpen-tiny-32"})
+    state = module.state_dict()
+    assert not [k for k in state if k.startswith(("trained.", "trained_generator."))]
+    assert module.trained_generator is module.generator
+    old = {
+        **state,
+        **{f"trained.{k[10:]}": v for k, v in state.items() if k.startswith("generator.")},
+    }
+    checkpoint = {"state_dict": old}
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])  # strict: nothing unexpected is left

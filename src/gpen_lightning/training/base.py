@@ -95,10 +95,12 @@ def _all_reduce(x: torch.Tensor, op: str) -> torch.Tensor:
 
 class GANModule(L.LightningModule):
     """Base of ``PriorModule`` and ``FinetuneModule``. Subclasses set ``self.discriminator``,
-    ``self.g_ema``, ``self.loss`` (a ``GANLoss``) and ``self.trained_generator`` (the G network
-    the optimizer trains and ``g_ema`` averages: the prior's ``Generator``, or the whole ``GPEN``
-    when fine-tuning), and read ``hparams`` ``max_kimg``, ``max_nan_streak``,
-    ``ema_half_life_kimg``, ``ema_rampup``, ``log_every`` and ``check_every``."""
+    ``self.g_ema``, ``self.loss`` (a ``GANLoss``) and define the property ``trained_generator``
+    (the G network the optimizer trains and ``g_ema`` averages: the prior's ``Generator``, or the
+    whole ``GPEN`` when fine-tuning; a property, not a second registered name of that network,
+    which would store it twice in every checkpoint), and read ``hparams`` ``max_kimg``,
+    ``max_nan_streak``, ``ema_half_life_kimg``, ``ema_rampup``, ``log_every`` and
+    ``check_every``."""
 
     loss: GANLoss
     trained_generator: nn.Module
@@ -120,6 +122,13 @@ class GANModule(L.LightningModule):
         self._phases: tuple[TrainingPhase, ...] | None = None
         self.register_state_dict_pre_hook(lambda module, *_: module._mirror_progress())
         self.register_load_state_dict_post_hook(lambda module, _: module._read_progress())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before ``trained_generator`` became a property hold the trained
+        network twice, the second time under ``trained.`` or ``trained_generator.``: drop it."""
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith(("trained.", "trained_generator."))]:
+            del state[key]
 
     # -- progress ----------------------------------------------------------------------------
     @property

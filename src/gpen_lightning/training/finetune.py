@@ -81,7 +81,6 @@ class FinetuneModule(GANModule):
         self.discriminator = build(name, "discriminator", stddev_group=opts.stddev_group, **arch)
         set_memory_format(self.gpen, self.discriminator, channels_last=opts.channels_last)
         self.g_ema = copy.deepcopy(self.gpen).requires_grad_(False)
-        self.trained_generator = self.gpen
         if opts.freeze_prior:
             self.gpen.generator.requires_grad_(False)
             for p in self._noise_scales() if opts.noise_lr == "encoder" else ():
@@ -243,6 +242,11 @@ class FinetuneModule(GANModule):
         if fid is not None and fid.fake_features_num_samples > 1:
             self.log("val/fid", fid.compute().float())
             fid.reset()
+
+    @property
+    def trained_generator(self) -> torch.nn.Module:
+        """The network G's optimizer trains: the whole GPEN (encoder and decoder)."""
+        return self.gpen
 
     @torch.no_grad()
     def sample_images(self) -> torch.Tensor:

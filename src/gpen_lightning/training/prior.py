@@ -43,7 +43,6 @@ class PriorModule(GANModule):
         self.discriminator = build(name, "discriminator", stddev_group=opts.stddev_group, **arch)
         set_memory_format(self.generator, self.discriminator, channels_last=opts.channels_last)
         self.g_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        self.trained_generator = self.generator
         self.loss = PriorLoss(
             generator=self.generator,
             discriminator=self.discriminator,
@@ -58,6 +57,11 @@ class PriorModule(GANModule):
         g_opt = self._adam(self.generator.parameters(), **self.pl.adam_kwargs())
         d_opt = self._adam(self.discriminator.parameters(), **self.r1.adam_kwargs())
         return g_opt, d_opt
+
+    @property
+    def trained_generator(self) -> torch.nn.Module:
+        """The network G's optimizer trains: the prior generator."""
+        return self.generator
 
     # ----------------------------------------------------------------------------------------
     @torch.no_grad()

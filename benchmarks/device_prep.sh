@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fill the ignored folders that a session with a lent GPU carries to it (README, Performance):
+# Fill the ignored folders that a session with a lent GPU carries to it (docs/performance.md):
 #   bash benchmarks/device_prep.sh [OFFICIAL_GIT_DIR]
 #   .whl/           wheels the GPU machine lacks (../shared/tools/device-wheels.sh)
 #   .data/          train-faces and faces-hq from ../shared/data (gpu_check.sh faces128)

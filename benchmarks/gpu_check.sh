@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, made for one `run` on a lent device (see README, Performance):
+# The GPU check, made for one `run` on a lent device (see docs/performance.md):
 #   bash benchmarks/gpu_check.sh [budget|tests|train|official|infer|all|faces128|quick-cpu]
 #   (make gpu-check PART=...)
 # Installs the carried wheels (.whl/) when present, then runs PART, writing logs and JSON under

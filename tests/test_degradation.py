@@ -18,7 +18,8 @@ OFF = dict(blur_probs=None, downsample=None, noise=None, jpeg=None, gray_prob=0.
 
 
 def only(**kw) -> Degradation:
-    return Degradation(**{**OFF, **kw})
+    """One op on, its ranges in pixels at every size (the ops' own behaviour)."""
+    return Degradation(**{**OFF, "reference_size": None, **kw})
 
 
 def high_freq_energy(x: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -167,3 +168,21 @@ def test_presets_instantiate_and_run(preset):
     assert isinstance(d, Degradation)
     out = d(torch.rand(2, 3, 64, 64), seed=0)
     assert out["lq"].shape == (2, 3, 64, 64)
+
+
+def test_spatial_ranges_follow_the_face_size_and_512_is_unchanged():
+    """At 64 px the blur sigma and motion length are the 512 px draws / 8 (same seed), the kernel
+    41 -> 5; downsampling, noise and JPEG are the same draws; at 512 px nothing changes."""
+    d = Degradation(blur_probs=(0.3, 0.3, 0.4))
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    at512, at64 = d.sample_params(16, g(), size=512), d.sample_params(16, g(), size=64)
+    for key in ("sigma_x", "sigma_y", "motion_length"):
+        torch.testing.assert_close(at64[key], at512[key] / 8)
+    for key in ("scale", "noise_sigma", "jpeg_quality", "blur_kind", "theta", "gray"):
+        assert torch.equal(at64[key], at512[key]), key
+    assert (d.kernel_size_at(512), d.kernel_size_at(64), d.kernel_size_at(32)) == (41, 5, 3)
+    x = torch.rand(2, 3, 512, 512)
+    pixels = Degradation(blur_probs=(0.3, 0.3, 0.4), reference_size=None)
+    assert torch.equal(d(x, seed=3)["lq"], pixels(x, seed=3)["lq"])  # 512: the old behaviour
+    y = torch.rand(2, 3, 64, 64)
+    assert not torch.equal(d(y, seed=3)["lq"], pixels(y, seed=3)["lq"])  # 64: milder

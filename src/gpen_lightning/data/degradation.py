@@ -88,6 +88,11 @@ class Degradation(nn.Module):
         task: ``restoration``; ``colorization`` (LQ always gray, HQ keeps its colour);
             ``inpainting`` (random white brush strokes painted on the LQ).
         inpaint_strokes, inpaint_vertices, inpaint_width: brush-stroke ranges (width at 512 px).
+        reference_size: the face size (px) the spatial ranges are defined at (512 for the
+            GFPGAN / paper / CodeFormer presets). At another size S they follow the face: blur
+            sigma, kernel size and motion length are scaled by S / reference_size (the kernel to
+            the nearest odd size >= 3); downsampling factors, noise and JPEG quality stay.
+            ``None``: the ranges are pixels at every size (the behaviour before this option).
 
     ``forward(hq)`` takes (B, 3, H, W) in [0, 1] (float) or uint8 and returns a dict with ``lq``,
     ``hq`` (gray where the sample was grayed) of the input's dtype and size, and ``params``, the
@@ -114,6 +119,7 @@ class Degradation(nn.Module):
         inpaint_strokes: Sequence[int] = (1, 3),
         inpaint_vertices: Sequence[int] = (8, 28),
         inpaint_width: Sequence[float] = (12, 80),
+        reference_size: int | None = 512,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0 or kernel_size < 3:
@@ -143,6 +149,9 @@ class Degradation(nn.Module):
         self.color_jitter_prob = color_jitter_prob
         self.color_jitter_shift = color_jitter_shift
         self.task = task
+        if reference_size is not None and reference_size < 1:
+            raise ValueError(f"reference_size must be a size in px or null, got {reference_size}")
+        self.reference_size = reference_size
         self.inpaint = dict(
             strokes=tuple(inpaint_strokes),
             vertices=tuple(inpaint_vertices),
@@ -150,9 +159,23 @@ class Degradation(nn.Module):
         )
 
     # ------------------------------------------------------------------ parameters
-    def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict:
-        """Draw every per-sample parameter on the CPU: a dict of (B,) tensors."""
+    def spatial_scale(self, size: int) -> float:
+        """How much the spatial ranges shrink or grow for faces of ``size`` px."""
+        return 1.0 if self.reference_size is None else size / self.reference_size
+
+    def kernel_size_at(self, size: int) -> int:
+        """The blur kernel size for faces of ``size`` px: odd, >= 3."""
+        k = self.kernel_size * self.spatial_scale(size)
+        return max(3, 2 * math.floor(k / 2) + 1)
+
+    def sample_params(
+        self, batch: int, generator: torch.Generator | None = None, *, size: int | None = None
+    ) -> dict:
+        """Draw every per-sample parameter on the CPU: a dict of (B,) tensors. ``size``: the
+        faces' size, which scales the spatial ranges (``reference_size``; default: unscaled)."""
         g, n = generator, batch
+        s = 1.0 if size is None else self.spatial_scale(size)
+        kernel = self.kernel_size if size is None else self.kernel_size_at(size)
         p: dict[str, torch.Tensor] = {}
         # blur kind: 0 none, 1 iso, 2 aniso, 3 motion
         kind = torch.zeros(n, dtype=torch.long)
@@ -164,11 +187,12 @@ class Degradation(nn.Module):
             kind = torch.where(u < edges[0], 1, kind)
         p["blur_kind"] = kind
         lo, hi = self.sigma or (1.0, 1.0)
+        lo, hi = lo * s, hi * s
         p["sigma_x"], p["sigma_y"] = _uniform(lo, hi, n, g), _uniform(lo, hi, n, g)
         p["sigma_y"] = torch.where(kind == 1, p["sigma_x"], p["sigma_y"])
         p["theta"] = _uniform(*(self.rotation or (0.0, 0.0)), n, g) * (kind == 2)
         ml = self.motion_length or (1.0, 1.0)
-        p["motion_length"] = _uniform(ml[0], min(ml[1], self.kernel_size), n, g)
+        p["motion_length"] = _uniform(ml[0] * s, min(ml[1] * s, kernel), n, g)
         p["motion_angle"] = _uniform(0, math.pi, n, g)
         p["scale"] = _uniform(*(self.downsample or (1.0, 1.0)), n, g)
         p["noise_sigma"] = _uniform(*(self.noise or (0.0, 0.0)), n, g)
@@ -189,10 +213,11 @@ class Degradation(nn.Module):
             return x
         dp = params_to(p, x.device) if dp is None else dp
         f = lambda key: dp[key].to(x.dtype)  # noqa: E731
-        k = gaussian_kernels(f("sigma_x"), f("sigma_y"), f("theta"), self.kernel_size)
+        kernel = self.kernel_size_at(x.shape[-1])
+        k = gaussian_kernels(f("sigma_x"), f("sigma_y"), f("theta"), kernel)
         kind = dp["blur_kind"]
         if bool((p["blur_kind"] == 3).any()):  # motion kernels only when a sample drew one
-            km = motion_kernels(f("motion_length"), f("motion_angle"), self.kernel_size)
+            km = motion_kernels(f("motion_length"), f("motion_angle"), kernel)
             k = torch.where((kind == 3)[:, None, None], km, k)
         out = kornia.filters.filter2d(x, k, border_type="reflect")
         return torch.where((kind > 0)[:, None, None, None], out, x)
@@ -230,7 +255,7 @@ class Degradation(nn.Module):
             generator = torch.Generator().manual_seed(seed)
         dtype, device = hq.dtype, hq.device
         b, _, h, w = hq.shape
-        p = params if params is not None else self.sample_params(b, generator)
+        p = params if params is not None else self.sample_params(b, generator, size=w)
         # large random tensors are drawn on the data's device, seeded from the CPU generator
         dseed = int(torch.randint(0, 2**62, (), generator=generator))
         # (the meta device of the shape checks has no generator and draws nothing)

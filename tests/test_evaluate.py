@@ -72,6 +72,19 @@ def test_reports_and_psnr_equal_a_direct_computation(source, tiny_weights, tmp_p
     assert float(rows["gpen"]["psnr"]) == pytest.approx(direct, abs=1e-3)
     assert report["metrics"]["input"]["psnr"] > 10  # the degraded input resembles the HQ face
     assert "| gpen |" in (tmp_path / "report.md").read_text()
+    # every face's score, and intervals around each mean
+    with open(tmp_path / "per_image.csv") as f:
+        faces = list(csv.DictReader(f))
+    gpen = [float(r["psnr"]) for r in faces if r["method"] == "gpen"]
+    assert len(faces) == 3 * len(items) and len(gpen) == len(items)
+    assert sum(gpen) / len(gpen) == pytest.approx(report["metrics"]["gpen"]["psnr"], abs=1e-6)
+    for method, cells in report["ci95"].items():
+        for metric, (lo, hi) in cells.items():
+            assert lo <= report["metrics"][method][metric] <= hi and lo < hi, (method, metric)
+    paired = report["paired"]["gpen - input"]["psnr"]
+    mean = report["metrics"]["gpen"]["psnr"] - report["metrics"]["input"]["psnr"]
+    assert paired[0] == pytest.approx(mean, abs=1e-6) and paired[1] <= paired[0] <= paired[2]
+    assert "| gpen - bicubic |" in (tmp_path / "report.md").read_text()
 
 
 def test_missing_weights_are_named_and_other_metrics_still_run(
@@ -107,3 +120,26 @@ def test_a_prior_is_evaluated_by_sliced_wasserstein_distance(tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["network"].startswith("GAN prior, 32 px")
     assert (tmp_path / "out" / "grid.png").is_file()
+
+
+def test_bootstrap_intervals_cover_the_mean_and_shrink_with_more_faces():
+    from gpen_lightning.metrics import bootstrap_ci, paired_difference
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(2000, generator=gen, dtype=torch.float64) * 2 + 25  # PSNR-like
+    few, many = scores[:20], scores
+    lo_few, hi_few = bootstrap_ci(few)
+    lo_many, hi_many = bootstrap_ci(many)
+    assert lo_few < float(few.mean()) < hi_few and lo_many < float(many.mean()) < hi_many
+    # the width shrinks as 1 / sqrt(n): 10x the faces, ~1/sqrt(100) the width
+    assert (hi_many - lo_many) < 0.2 * (hi_few - lo_few)
+    assert bootstrap_ci(few, seed=1) != (lo_few, hi_few) and bootstrap_ci(few) == (lo_few, hi_few)
+    # the 95 % interval of the mean of N(25, 2^2) x 2000 is about 25 +- 1.96 * 2 / sqrt(2000)
+    assert hi_many - lo_many == pytest.approx(2 * 1.96 * 2 / 2000**0.5, rel=0.15)
+    # paired: a constant improvement is exact; an unrelated one straddles 0
+    assert paired_difference(few + 0.5, few) == pytest.approx((0.5, 0.5, 0.5))
+    noise = torch.randn(20, generator=gen, dtype=torch.float64)
+    mean, lo, hi = paired_difference(few + noise, few)
+    assert lo < 0 < hi and lo <= mean <= hi
+    with pytest.raises(ValueError, match="same images"):
+        paired_difference(few, many)

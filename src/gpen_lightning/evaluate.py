@@ -32,6 +32,7 @@ from gpen_lightning.data.synthetic import SyntheticFaces
 from gpen_lightning.io import atomic_write
 from gpen_lightning.losses import networks
 from gpen_lightning.metrics import load_fid, swd
+from gpen_lightning.metrics.bootstrap import interval_table, paired_table
 from gpen_lightning.metrics.wasserstein import SlicedWassersteinDistance
 from gpen_lightning.ranges import to_signed, to_unit
 from gpen_lightning.runtime import resolve_device
@@ -137,12 +138,15 @@ def evaluate(
     id_weights: str | None = None,
     n_grid: int = 8,
     with_swd: bool = False,
+    per_face: dict | None = None,
 ) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
     """Score ``net`` and the baselines on ``dataset`` (items ``{"hq" uint8, "index"}``).
 
     Returns ``({method: {metric: mean}}, grid)`` where ``grid`` holds rows
     [LQ | bicubic | GPEN | HQ] for the first ``n_grid`` faces (float, [0, 1]). ``with_swd`` adds
     each method's sliced Wasserstein distance (x 1e3) to the HQ set (it keeps every image).
+    ``per_face``: a dict filled with ``{method: {metric: (N,) float64}}``, every face's score of
+    the per-image metrics (PSNR, SSIM, LPIPS, identity; FID and SWD score the set).
     """
     device = torch.device(device)
     net = net.to(device).eval()
@@ -153,7 +157,7 @@ def evaluate(
         id_weights=id_weights,
         device=device,
     )
-    sums: dict[str, dict[str, float]] = {m: {} for m in METHODS}
+    scores_of: dict[str, dict[str, list[torch.Tensor]]] = {m: {} for m in METHODS}
     swds = {m: SlicedWassersteinDistance(seed=seed) for m in METHODS} if with_swd else {}
     count, rows = 0, []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -165,7 +169,7 @@ def evaluate(
         outputs = {"input": lq, "bicubic": _bicubic(lq, pair["params"]["scale"]), "gpen": restored}
         for method, scores in scorers.score(outputs, hq).items():
             for k, v in scores.items():
-                sums[method][k] = sums[method].get(k, 0.0) + float(v.sum())
+                scores_of[method].setdefault(k, []).append(v.detach().double().cpu())
         for method, metric in swds.items():
             metric.update(to_signed(hq), real=True)
             metric.update(to_signed(outputs[method]), real=False)
@@ -174,28 +178,68 @@ def evaluate(
             rows.append(torch.stack([lq, outputs["bicubic"], restored, hq], 1).cpu())
     if count == 0:
         raise ValueError("the evaluation set is empty")
-    table = {m: {k: v / count for k, v in s.items()} for m, s in sums.items()}
+    faces = {m: {k: torch.cat(v) for k, v in s.items()} for m, s in scores_of.items()}
+    if per_face is not None:
+        per_face.update(faces)
+    table = _table(faces, scorers, swds, count)
+    grid = torch.cat(rows)[:n_grid].flatten(0, 1)
+    return table, grid
+
+
+def _table(faces: dict, scorers: _Scorers, swds: dict, count: int) -> dict[str, dict[str, float]]:
+    """``{method: {metric: value}}``: the per-face scores' means, then the set metrics."""
+    table = {m: {k: float(v.mean()) for k, v in s.items()} for m, s in faces.items()}
     for method, fid in scorers.fids.items():
         table[method]["fid"] = float(fid.compute()) if count > 1 else math.nan
     for method, metric in swds.items():
         table[method]["swd"] = metric.compute()["swd"]
-    grid = torch.cat(rows)[:n_grid].flatten(0, 1)
-    return table, grid
+    return table
 
 
 _HIGHER_BETTER = {"psnr": True, "ssim": True, "lpips": False, "fid": False, "id_deg": False}
 
 
-def format_table(table: dict[str, dict[str, float]], n: int) -> str:
-    """A markdown table: one row per method, one column per metric (arrows: better direction)."""
+def format_table(
+    table: dict[str, dict[str, float]], n: int, ci: dict[str, dict[str, list[float]]] | None = None
+) -> str:
+    """A markdown table: one row per method, one column per metric (arrows: better direction);
+    with ``ci``, each cell is ``mean [lo, hi]`` (95 % bootstrap interval) where it has one."""
     metrics = list(next(iter(table.values())))
     better = lambda k: _HIGHER_BETTER.get(k, not k.startswith("swd"))  # noqa: E731
     head = [f"{k} {'↑' if better(k) else '↓'}" for k in metrics]
     lines = [f"| method ({n} faces) | " + " | ".join(head) + " |"]
     lines.append("| --- |" + " --- |" * len(metrics))
     for method, row in table.items():
-        lines.append(f"| {method} | " + " | ".join(f"{row[k]:.4f}" for k in metrics) + " |")
+        bounds = (ci or {}).get(method, {})
+        cells = [
+            f"{row[k]:.4f}" + (f" [{bounds[k][0]:.4f}, {bounds[k][1]:.4f}]" if k in bounds else "")
+            for k in metrics
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def format_paired(paired: dict[str, dict[str, list[float]]]) -> str:
+    """The paired differences (``metrics.bootstrap.paired_table``) as a markdown table."""
+    metrics = list(next(iter(paired.values())))
+    lines = ["| paired difference (95 % CI) | " + " | ".join(metrics) + " |"]
+    lines.append("| --- |" + " --- |" * len(metrics))
+    for pair, row in paired.items():
+        cells = [f"{row[k][0]:+.4f} [{row[k][1]:+.4f}, {row[k][2]:+.4f}]" for k in metrics]
+        lines.append(f"| {pair} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_per_face(path: Path, per_face: dict[str, dict[str, torch.Tensor]]) -> None:
+    """One row per face and method: ``face, method, <metric>...`` (the per-image metrics)."""
+    metrics = list(next(iter(per_face.values())))
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["face", "method", *metrics])
+    for method, scores in per_face.items():
+        for i in range(len(scores[metrics[0]])):
+            writer.writerow([i, method, *(float(scores[k][i]) for k in metrics)])
+    atomic_write(path, lambda p: p.write_text(buf.getvalue()))
 
 
 @torch.no_grad()
@@ -273,8 +317,11 @@ class EvaluateStage:
             dataset = torch.utils.data.Subset(dataset, range(min(self.max_images, len(dataset))))
         return dataset
 
-    def score(self, net: torch.nn.Module, dataset) -> tuple[dict, torch.Tensor]:
-        """``(table, grid)`` of ``net`` (a GPEN or a GAN prior) on ``dataset``."""
+    def score(
+        self, net: torch.nn.Module, dataset, per_face: dict | None = None
+    ) -> tuple[dict, torch.Tensor]:
+        """``(table, grid)`` of ``net`` (a GPEN or a GAN prior) on ``dataset``; a GPEN's
+        per-face scores into ``per_face`` (see ``evaluate``)."""
         device = resolve_device(self.device)
         if isinstance(net, Generator):
             return evaluate_prior(
@@ -293,6 +340,7 @@ class EvaluateStage:
             id_weights=self.id_weights,
             n_grid=self.n_grid,
             with_swd=self.swd,
+            per_face=per_face,
         )
 
     def run(self) -> dict[str, Any]:
@@ -301,7 +349,8 @@ class EvaluateStage:
             self.weights, model=self.model, runs_root=self.paths["log_dir"], allow_prior=True
         )
         dataset = self.dataset(net.size)
-        table, grid = self.score(net, dataset)
+        per_face: dict[str, dict[str, torch.Tensor]] = {}
+        table, grid = self.score(net, dataset, per_face)
         meta = {
             "weights": self.weights,
             "network": describe_network(net),
@@ -311,6 +360,12 @@ class EvaluateStage:
             "degradation": dict(self.degradation),
         }
         out = Path(self.output)
+        if per_face:  # a GPEN against the baselines: intervals, paired differences, every face
+            meta["ci95"] = interval_table(per_face, seed=self.eval_seed)
+            meta["paired"] = paired_table(
+                per_face, "gpen", ["input", "bicubic"], seed=self.eval_seed
+            )
+            write_per_face(out / "per_image.csv", per_face)
         write_reports(out, table, meta, grid)
         layout = "prior samples, then faces" if isinstance(net, Generator) else None
         layout = layout or "rows: LQ | bicubic | GPEN | HQ"
@@ -323,7 +378,9 @@ def write_reports(
 ) -> None:
     """``report.md`` (printed too), ``report.json`` (``meta`` + metrics), ``report.csv`` and
     ``grid.png`` in ``out``, each written atomically."""
-    md = format_table(table, meta["faces"])
+    md = format_table(table, meta["faces"], ci=meta.get("ci95"))
+    if meta.get("paired"):
+        md += "\n\n" + format_paired(meta["paired"])
     atomic_write(out / "report.md", lambda p: p.write_text(md + "\n"))
     atomic_write(
         out / "report.json",

@@ -148,7 +148,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _last_state(run: Path) -> dict[str, torch.Tensor]:
+def last_state(run: Path) -> dict[str, torch.Tensor]:
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     return ckpt["state_dict"]
 
@@ -197,7 +197,7 @@ def test_two_nodes_on_one_machine_train_as_two_local_processes(tmp_path):
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, out[-2000:] + err[-3000:]
     assert "Done:" in outs[0][0] and "Done:" not in outs[1][0]  # global rank 0 reports
-    a, b = _last_state(tmp_path / "one-node"), _last_state(tmp_path / "two-nodes")
+    a, b = last_state(tmp_path / "one-node"), last_state(tmp_path / "two-nodes")
     assert int(a["images_seen"]) == int(b["images_seen"]) >= 100
     diffs = {k: (a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point()}
     assert max(diffs.values()) < 1e-5, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
@@ -209,14 +209,10 @@ def test_two_nodes_on_one_machine_train_as_two_local_processes(tmp_path):
 # processes x 4 compute what 1 process x 8 does; in float64 the different reduction orders leave
 # no visible trace (in float32 Adam's eps turns their 1e-7 rounding into visible differences
 # within a few minibatches: docs/scaling.md).
-INVARIANCE = [
+EXACT = [  # float64, R1 and path length every 4: the runs of the exactness tests (also resume)
     "model=gpen-tiny-32",
     "logger=none",
-    "data.synthetic_length=256",
-    "model.recipe.prior_kimg=0.192",
-    "model.recipe.finetune_kimg=0.192",
     "model.recipe.sample_every_kimg=10",
-    "model.recipe.ckpt_every_kimg=10",
     "module.r1_gamma=10",
     "module.r1_every=4",
     "module.pl_weight=2",
@@ -224,21 +220,33 @@ INVARIANCE = [
     "trainer.precision=64-true",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
+]
+INVARIANCE = [
+    *EXACT,
+    "data.synthetic_length=256",
+    "model.recipe.prior_kimg=0.192",
+    "model.recipe.finetune_kimg=0.192",
+    "model.recipe.ckpt_every_kimg=10",
     "validate_first=false",
     "validate_last=false",
 ]
 
 
-def _cli_run(tmp_path: Path, name: str, *overrides: str) -> Path:
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """A CLI run's environment: one thread, outputs under ``tmp_path``."""
     import os
+
+    return dict(os.environ, OMP_NUM_THREADS="1", GPEN_OUTPUTS=str(tmp_path / "outputs"))
+
+
+def _cli_run(tmp_path: Path, name: str, *overrides: str) -> Path:
     import subprocess
     import sys
 
     run = tmp_path / name
-    env = dict(os.environ, OMP_NUM_THREADS="1", GPEN_OUTPUTS=str(tmp_path / "outputs"))
     proc = subprocess.run(
         [sys.executable, "-m", "gpen_lightning", *overrides, f"hydra.run.dir={run}"],
-        env=env,
+        env=cli_env(tmp_path),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -248,13 +256,14 @@ def _cli_run(tmp_path: Path, name: str, *overrides: str) -> Path:
     return run
 
 
-def _exported(path: Path) -> dict[str, torch.Tensor]:
+def exported(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor of an exported ``prior.pt`` / ``gpen.pt`` (``g_ema``, ``g``, ``d``)."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     return {f"{net}.{k}": v for net in ("g_ema", "g", "d") for k, v in blob[net].items()}
 
 
-def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The largest absolute difference of two sets of the same tensors."""
     assert a.keys() == b.keys()
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
 
@@ -271,13 +280,13 @@ def test_two_processes_train_what_one_process_trains_on_the_same_global_batch(
         common.append("module.init=none")  # random prior weights: no prior run needed
     one = _cli_run(tmp_path, "one", *common, "trainer=cpu", "model.recipe.batch_size=8")
     two = _cli_run(tmp_path, "two", *common, "trainer=ddp_sim", "model.recipe.batch_size=4")
-    a, b = _exported(one / export), _exported(two / export)
-    seen = [_last_state(run)["images_seen"] for run in (one, two)]
+    a, b = exported(one / export), exported(two / export)
+    seen = [last_state(run)["images_seen"] for run in (one, two)]
     assert int(seen[0]) == int(seen[1]) == 192
-    same = _max_diff(a, b)
+    same = max_diff(a, b)
     assert same <= 1e-4, same
     if stage == "prior":  # the keys matter: another data seed (same initial weights) differs
         moved = _cli_run(
             tmp_path, "seed1", *common, "trainer=cpu", "model.recipe.batch_size=8", "data.seed=1"
         )
-        assert _max_diff(a, _exported(moved / export)) > 1e-2 > 1e3 * max(same, 1e-9)
+        assert max_diff(a, exported(moved / export)) > 1e-2 > 1e3 * max(same, 1e-9)

@@ -8,7 +8,6 @@ orders) compare to the bit as well as the exact ones."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -19,22 +18,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.test_distributed import EXACT, cli_env, exported, last_state, max_diff
+
 # 8 minibatches of 8 per epoch, 24 in all (3 epochs), a checkpoint every 3, R1 and path length
 # every 4
 RESUME = [
     "stage=prior",
-    "model=gpen-tiny-32",
-    "logger=none",
+    *EXACT,
     "data.synthetic_length=64",
     "model.recipe.ckpt_every_kimg=0.024",
-    "model.recipe.sample_every_kimg=10",
-    "module.r1_gamma=10",
-    "module.r1_every=4",
-    "module.pl_weight=2",
-    "module.pl_every=4",
-    "trainer.precision=64-true",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
 ]
 ONE = ["trainer=cpu", "model.recipe.batch_size=8"]
 TWO = ["trainer=ddp_sim", "model.recipe.batch_size=4"]
@@ -52,14 +44,10 @@ def _command(run: Path, kimg: float, *overrides: str) -> list[str]:
     ]
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1", GPEN_OUTPUTS=str(tmp_path / "outputs"))
-
-
 def _run(tmp_path: Path, run: Path, kimg: float, *overrides: str) -> None:
     proc = subprocess.run(
         _command(run, kimg, *overrides),
-        env=_env(tmp_path),
+        env=cli_env(tmp_path),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -74,7 +62,7 @@ def _kill_after(tmp_path: Path, run: Path, checkpoints: int, rng: random.Random)
     last = run / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen(
         _command(run, 0.192, *ONE),
-        env=_env(tmp_path),
+        env=cli_env(tmp_path),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -88,18 +76,11 @@ def _kill_after(tmp_path: Path, run: Path, checkpoints: int, rng: random.Random)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
-    state = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
-    return int(state["images_seen"]) // 8
+    return int(last_state(run)["images_seen"]) // 8
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    blob = torch.load(run / "prior.pt", map_location="cpu", weights_only=True)
-    return {f"{net}.{k}": v for net in ("g_ema", "g", "d") for k, v in blob[net].items()}
-
-
-def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert a.keys() == b.keys()
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+    return exported(run / "prior.pt")
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +98,7 @@ def test_a_killed_run_resumed_from_last_ckpt_ends_on_the_same_weights(
     done = _kill_after(tmp_path, run, checkpoints, random.Random(checkpoints))
     assert 0 < done < 24 and done % 8 != 0  # a checkpoint inside an epoch
     _run(tmp_path, run, 0.192, *ONE, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
-    assert _max_diff(_weights(run), uninterrupted) <= 1e-10
+    assert max_diff(_weights(run), uninterrupted) <= 1e-10
 
 
 @pytest.mark.parametrize(("before", "after"), [(TWO, ONE), (ONE, TWO)], ids=["2to1", "1to2"])
@@ -129,9 +110,6 @@ def test_a_checkpoint_resumes_on_another_number_of_processes(
     run = tmp_path / "run"
     _run(tmp_path, run, 0.096, *before)
     ckpt = run / "checkpoints" / "last.ckpt"
-    assert (
-        int(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]["images_seen"])
-        == 96
-    )
+    assert int(last_state(run)["images_seen"]) == 96
     _run(tmp_path, run, 0.192, *after, f"ckpt_path={ckpt}")
-    assert _max_diff(_weights(run), uninterrupted) <= 1e-4
+    assert max_diff(_weights(run), uninterrupted) <= 1e-4

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = ["close_process_group", "process_count", "resolve_device", "use_cpu_huge_pages"]
 
@@ -51,9 +51,10 @@ def resolve_device(device: str | None = "auto"):
     return torch.device(device)
 
 
-def process_count(*, accelerator: str = "auto", devices=1, num_nodes: int = 1) -> int:
-    """How many processes Lightning starts for ``trainer.accelerator``, ``trainer.devices`` and
-    ``trainer.num_nodes``: the one definition the training and restore stages share.
+def process_count(trainer: Mapping) -> int:
+    """How many processes Lightning starts for a ``trainer`` config (its ``accelerator``,
+    ``devices`` and ``num_nodes``; Lightning's defaults where absent): the one definition the
+    training and restore stages share.
 
     ``devices``: an int (``-1``: every device), a list of device indices, a string of either
     (``"2"``, ``"0,1"``), or ``"auto"`` (every visible GPU when the accelerator is a GPU, or is
@@ -61,6 +62,8 @@ def process_count(*, accelerator: str = "auto", devices=1, num_nodes: int = 1) -
     """
     import torch
 
+    accelerator = trainer.get("accelerator", "auto")
+    devices, num_nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
     gpu = str(accelerator) in ("gpu", "cuda") or (
         str(accelerator) == "auto" and torch.cuda.is_available()
     )

@@ -41,20 +41,9 @@ def _instantiate_all(node: DictConfig | None) -> list[Any]:
     return [instantiate(v, _convert_="all") for v in node.values() if v is not None]
 
 
-def _is_multi_process(trainer_cfg: DictConfig) -> bool:
-    return (
-        process_count(
-            accelerator=trainer_cfg.get("accelerator", "auto"),
-            devices=trainer_cfg.get("devices", 1),
-            num_nodes=trainer_cfg.get("num_nodes", 1),
-        )
-        > 1
-    )
-
-
 def _trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     overrides: dict[str, Any] = {}
-    if cfg.trainer.get("strategy", "auto") in ("auto", "ddp") and _is_multi_process(cfg.trainer):
+    if cfg.trainer.get("strategy", "auto") in ("auto", "ddp") and process_count(cfg.trainer) > 1:
         overrides["strategy"] = ddp_strategy()
     plugins = [instantiate(p, _convert_="all") for p in cfg.trainer.get("plugins") or []]
     return instantiate(

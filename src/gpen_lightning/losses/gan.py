@@ -95,17 +95,19 @@ def path_length_penalty(
         (penalty, path_lengths (B,), new running mean): penalty = mean (|J^T y| - a)^2, scalar.
     """
     h, w = images.shape[-2:]
+    images = fp32(images)  # one conversion (bf16-mixed), float64 kept
     if probe is None:
         probe = torch.randn(
-            images.shape, device=images.device, dtype=fp32(images).dtype, generator=generator
+            images.shape, device=images.device, dtype=images.dtype, generator=generator
         )
-    probe = probe.to(fp32(images).dtype) / math.sqrt(h * w)
-    grad = _grad(fp32(images) * probe, latents, scaler)  # (B, L, D)
+    probe = probe.to(images.dtype) / math.sqrt(h * w)
+    grad = _grad(images * probe, latents, scaler)  # (B, L, D)
     lengths = grad.pow(2).sum(2).mean(1).sqrt()  # (B,)
     batch_mean = lengths.detach().mean()
     if reduce_mean is not None:
         batch_mean = reduce_mean(batch_mean)
-    new_mean = fp32(mean_path_length).lerp(batch_mean.to(fp32(mean_path_length).dtype), decay)
+    mean_path_length = fp32(mean_path_length)
+    new_mean = mean_path_length.lerp(batch_mean.to(mean_path_length.dtype), decay)
     penalty = (lengths - new_mean).pow(2).mean()
     return penalty, lengths.detach(), new_mean.detach()
 

@@ -129,10 +129,9 @@ class GANLoss:
         probe = None
         if "host_seed" in batch:  # keyed per sample (see the module docstring)
             seeds = [mix(s, PL_PROBE) for s in batch["host_seed"][: len(images)]]
+            shape = tuple(images.shape[1:])
             dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
-            (probe,) = keyed_normal(
-                seeds, [tuple(images.shape[1:])], device=images.device, dtype=dtype
-            )
+            (probe,) = keyed_normal(seeds, [shape], device=images.device, dtype=dtype)
         penalty, lengths, new_mean = gan.path_length_penalty(
             images,
             latents,

@@ -67,12 +67,7 @@ class RestoreStage:
 
     def processes(self) -> int:
         """How many processes ``trainer`` starts (``runtime.process_count``)."""
-        t = self.trainer
-        return process_count(
-            accelerator=t.get("accelerator", "auto"),
-            devices=t.get("devices", 1),
-            num_nodes=t.get("num_nodes", 1),
-        )
+        return process_count(self.trainer)
 
     def restorer(self, device: str | torch.device | None = None) -> Restorer:
         """The ``Restorer`` these options describe, on ``device`` (default: ``self.device``)."""

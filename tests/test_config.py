@@ -145,6 +145,8 @@ def test_each_stage_composes_its_own_root_config():
         "restore": "restore",
         "evaluate": "evaluate",
         "export": "export",
+        "prepare": "prepare",
+        "serve": "serve",
     }
     assert root_config([]) == root_config(["stage=prior,finetune"]) == "config"
     with pytest.raises(ValueError, match="cannot mix"):

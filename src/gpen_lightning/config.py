@@ -18,6 +18,8 @@ ROOTS = {
     "restore": "restore",
     "evaluate": "evaluate",
     "export": "export",
+    "prepare": "prepare",
+    "serve": "serve",
 }
 
 

@@ -1,0 +1,226 @@
+"""The networks the web app can use, loaded once and shared by every request: the weights files
+of a folder (the model picker), ``latest`` and the configured default; one face detector for all
+of them; per-request ``Restorer`` views that change the paste and detection options without
+reloading anything."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from gpen_lightning.io import latest_file
+from gpen_lightning.restore.detect import RetinaFaceDetector
+from gpen_lightning.restore.restorer import Detection, Paste, Restorer
+from gpen_lightning.runtime import resolve_device
+
+__all__ = [
+    "LATEST",
+    "WEIGHT_SUFFIXES",
+    "Models",
+    "RequestOptions",
+    "background_upsamplers",
+    "find_weights",
+    "with_options",
+]
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".ckpt")
+LATEST = "latest"
+
+
+def find_weights(folder: str | os.PathLike | None) -> list[Path]:
+    """The weights files (``WEIGHT_SUFFIXES``) under ``folder``, recursively, sorted by path;
+    none when ``folder`` is None or missing."""
+    if not folder or not Path(folder).expanduser().is_dir():
+        return []
+    root = Path(folder).expanduser()
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+
+def background_upsamplers() -> list[str]:
+    """The background upsamplers the restore path offers now: ``bicubic`` always, plus the names
+    of ``gpen_lightning.restore.BG_UPSAMPLERS`` when the restore package defines it."""
+    import gpen_lightning.restore as restore
+
+    names = list(getattr(restore, "BG_UPSAMPLERS", ()))
+    return ["bicubic", *[n for n in names if n != "bicubic"]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestOptions:
+    """What one request may change (the page's controls; the API's arguments after the file).
+
+    Args:
+        alpha: fidelity, restored * alpha + original * (1 - alpha).
+        upscale: output scale of the photo.
+        only_center_face: restore only the face nearest the centre.
+        min_face_size: leave faces smaller than this (px, longer box side) untouched.
+        bg_upsampler: background upsampler name (``background_upsamplers()``).
+        paste_mask: "hull" or "template" (``Paste``).
+    """
+
+    alpha: float = 1.0
+    upscale: float = 1.0
+    only_center_face: bool = False
+    min_face_size: float = 0.0
+    bg_upsampler: str = "bicubic"
+    paste_mask: str = "hull"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha={self.alpha}: fidelity must be between 0 and 1")
+        if not 1.0 <= self.upscale <= 8.0:
+            raise ValueError(f"upscale={self.upscale}: choose a scale between 1 and 8")
+        if self.min_face_size < 0:
+            raise ValueError(f"min_face_size={self.min_face_size} must be >= 0")
+        if self.paste_mask not in ("hull", "template"):
+            raise ValueError(f"paste_mask={self.paste_mask!r}: choose hull or template")
+        if self.bg_upsampler not in background_upsamplers():
+            choices = ", ".join(background_upsamplers())
+            raise ValueError(f"bg_upsampler={self.bg_upsampler!r}: choose one of {choices}")
+
+
+def _paste_fields(options: RequestOptions) -> dict[str, Any]:
+    """The ``Paste`` fields a request sets. ``bg_upsampler`` goes through by name when ``Paste``
+    takes names (a str default); with today's callable field bicubic is its default (None)."""
+    names = {f.name: f for f in fields(Paste)}
+    out: dict[str, Any] = {"alpha": options.alpha, "upscale": options.upscale}
+    out["paste_mask"] = options.paste_mask
+    if isinstance(names["bg_upsampler"].default, str):
+        out["bg_upsampler"] = options.bg_upsampler
+    return out
+
+
+def with_options(base: Restorer, options: RequestOptions) -> Restorer:
+    """A view of ``base`` with the request's paste and detection options: a shallow copy that
+    shares its network, detector and masks (nothing is loaded or recomputed)."""
+    view = copy.copy(base)
+    view.paste = replace(base.paste, **_paste_fields(options))
+    view.detection = replace(
+        base.detection,
+        min_face_size=options.min_face_size,
+        only_center_face=options.only_center_face,
+    )
+    view.paste_mask = view.paste.paste_mask if view.paste.mask is None else "given"
+    return view
+
+
+class Models:
+    """The weights the app offers and their loaded ``Restorer``s (one per choice, at most
+    ``max_loaded`` kept, least recently used dropped), all sharing one face detector.
+
+    Args:
+        weights: the configured default (a path, ``latest`` or None).
+        weights_dir: folder whose weights files the picker lists.
+        model: preset whose random weights stand in when no weights exist anywhere.
+        runs_root: where ``latest`` looks (``paths.log_dir``).
+        device, bf16, batch_size: as ``Restorer``'s.
+        template, score_threshold, detector_weights: as ``Detection``'s.
+        max_loaded: networks kept in memory at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        weights: str | None,
+        weights_dir: str | None,
+        model: str,
+        runs_root: str | os.PathLike,
+        device: str = "auto",
+        bf16: bool = False,
+        batch_size: int = 8,
+        template: str = "ffhq",
+        score_threshold: float = 0.9,
+        detector_weights: str | None = None,
+        max_loaded: int = 2,
+    ) -> None:
+        self.model, self.runs_root = model, Path(runs_root)
+        self.device = resolve_device(device)
+        self.bf16, self.batch_size, self.max_loaded = bf16, batch_size, max_loaded
+        self.detector = RetinaFaceDetector(
+            weights=detector_weights, device=self.device, score_threshold=score_threshold
+        )
+        self.detection = Detection(detector=self.detector, template=template)
+        self.files = find_weights(weights_dir)
+        self.default = self._default(weights)
+        self._loaded: OrderedDict[str, Restorer] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _default(self, weights: str | None) -> str | None:
+        """The configured weights, else ``latest`` when a finetune export exists, else the first
+        file of ``weights_dir``, else None (random weights of ``model``)."""
+        if weights:
+            return str(weights)
+        if latest_file(self.runs_root, "finetune", "gpen.pt") is not None:
+            return LATEST
+        return str(self.files[0]) if self.files else None
+
+    @property
+    def random(self) -> bool:
+        """True when the default network has random weights (no weights anywhere)."""
+        return self.default is None
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, value) pairs for the model picker; the default first."""
+        out = [(self.label(self.default), self.key(self.default))]
+        for value in [LATEST, *map(str, self.files)]:
+            if value != self.default:
+                out.append((self.label(value), value))
+        return out
+
+    def key(self, weights: str | None) -> str:
+        """The picker's value of ``weights`` (None: ``random:<model>``)."""
+        return weights if weights is not None else f"random:{self.model}"
+
+    def label(self, weights: str | None) -> str:
+        """What the picker shows for ``weights``."""
+        if weights is None:
+            return f"random weights of {self.model} (no trained weights found)"
+        if weights == LATEST:
+            return "weights=latest (newest stage=finetune export)"
+        return Path(weights).name
+
+    def get(self, choice: str | None = None) -> Restorer:
+        """The loaded ``Restorer`` of a picker value (default: the default), loading it once."""
+        key = choice or self.key(self.default)
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            restorer = self._load(key)
+            self._loaded[key] = restorer
+            while len(self._loaded) > self.max_loaded:
+                self._loaded.popitem(last=False)
+            return restorer
+
+    def _load(self, key: str) -> Restorer:
+        allowed = {self.key(self.default), LATEST, *map(str, self.files)}
+        if key not in allowed:
+            raise ValueError(f"model {key!r} is not offered; choose one of {sorted(allowed)}")
+        weights = None if key.startswith("random:") else key
+        log.info("loading %s", self.label(weights))
+        return Restorer(
+            weights,
+            model=self.model,
+            runs_root=self.runs_root,
+            device=self.device,
+            bf16=self.bf16,
+            batch_size=self.batch_size,
+            detection=self.detection,
+            paste=Paste(),
+        )
+
+    def describe(self, choice: str | None = None) -> str:
+        """What the picker's ``choice`` is: its weights and the face size its network restores
+        (loading it if needed)."""
+        key = choice or self.key(self.default)
+        weights = None if key.startswith("random:") else key
+        size = self.get(key).size
+        return f"**{self.label(weights)}**: restores {size} px faces (aligned {size}x{size} crops)."

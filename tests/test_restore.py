@@ -91,19 +91,19 @@ def test_small_faces_are_smoothed_with_the_official_kernel_before_blending():
     [1, 2, 1] x [1, 2, 1] / 16 (cv2.filter2D, reflected border); larger faces are untouched."""
     cv2 = pytest.importorskip("cv2")
     from gpen_lightning.restore.detect import Face
-    from gpen_lightning.restore.restorer import _smooth_small
+    from gpen_lightning.restore.paste import smooth_small
 
     restored = torch.rand(2, 3, 32, 32) * 2 - 1
     faces = [
         Face(box=np.array([0, 0, 150, 99.5]), landmarks=np.zeros((5, 2)), score=1.0),  # small
         Face(box=np.array([0, 0, 150, 120]), landmarks=np.zeros((5, 2)), score=1.0),
     ]
-    out = _smooth_small(restored, faces, 100)
+    out = smooth_small(restored, faces, 100)
     kernel = np.outer([1, 2, 1], [1, 2, 1]).astype(np.float32) / 16
     ref = cv2.filter2D(restored[0].permute(1, 2, 0).numpy(), -1, kernel)
     torch.testing.assert_close(out[0], torch.from_numpy(ref).permute(2, 0, 1), atol=1e-6, rtol=0)
     assert torch.equal(out[1], restored[1])
-    assert torch.equal(_smooth_small(restored, faces, 0), restored)
+    assert torch.equal(smooth_small(restored, faces, 0), restored)
 
 
 def test_face_mask_is_a_feathered_square():

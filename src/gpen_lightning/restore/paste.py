@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import kornia.filters as KF
 import kornia.geometry.transform as KT
 import numpy as np
 import torch
+from kornia.filters.kernels import get_pascal_kernel_2d
 
-__all__ = ["composite", "face_mask", "hull_mask", "inverse_warp_roi", "seam_energy"]
+if TYPE_CHECKING:
+    from gpen_lightning.restore.detect import Face
+
+__all__ = [
+    "composite",
+    "draw_faces",
+    "face_mask",
+    "hull_mask",
+    "inverse_warp_roi",
+    "seam_energy",
+    "smooth_small",
+]
 
 
 def face_mask(size: int, *, border: float = 26 / 512, sigma: float = 4 / 512) -> torch.Tensor:
@@ -167,3 +181,29 @@ def composite(
         torch.maximum(top[:, y0:y1, x0:x1], m, out=top[:, y0:y1, x0:x1])
     face_rgb = num / den.clamp_min(1e-6)
     return background * (1 - top) + face_rgb * top
+
+
+def draw_faces(image: np.ndarray, boxes, landmarks) -> np.ndarray:
+    """(H, W, 3) uint8 with each box (x0, y0, x1, y1) outlined and its 5 landmarks marked."""
+    from torchvision.utils import draw_bounding_boxes, draw_keypoints
+
+    if not len(boxes):
+        return image
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    width = max(1, round(max(image.shape[:2]) / 400))
+    t = draw_bounding_boxes(t, torch.as_tensor(np.stack(boxes)), colors="lime", width=width)
+    pts = torch.as_tensor(np.stack(landmarks), dtype=torch.float32)
+    t = draw_keypoints(t, pts, colors="red", radius=width + 1)
+    return t.permute(1, 2, 0).numpy()
+
+
+def smooth_small(restored: torch.Tensor, faces: Sequence[Face], min_side: float) -> torch.Tensor:
+    """Restored crops (B, 3, S, S) with the faces whose box has a side shorter than ``min_side``
+    filtered by the separable [1, 2, 1] / 4 kernel (reflected border, as OpenCV's filter2D)."""
+    small = torch.tensor([min(f.box[2] - f.box[0], f.box[3] - f.box[1]) < min_side for f in faces])
+    if not small.any():
+        return restored
+    out = restored.clone()
+    kernel = get_pascal_kernel_2d(3, norm=True)[None].to(restored)  # [1,2,1] x [1,2,1] / 16
+    out[small] = KF.filter2d(restored[small], kernel, border_type="reflect")
+    return out

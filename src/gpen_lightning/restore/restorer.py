@@ -8,23 +8,23 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import kornia.filters as KF
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.filters.kernels import get_pascal_kernel_2d
 from torch import nn
 
 from gpen_lightning.ranges import to_signed, to_unit
 from gpen_lightning.restore.align import similarity_transform, warp_to
 from gpen_lightning.restore.align import template as template_points
+from gpen_lightning.restore.background import BG_UPSAMPLERS, make_bg_upsampler, resize_background
 from gpen_lightning.restore.detect import Face, FaceDetector
 from gpen_lightning.restore.graphs import GraphedNetwork
-from gpen_lightning.restore.paste import composite, face_mask, hull_mask
+from gpen_lightning.restore.paste import composite, draw_faces, face_mask, hull_mask, smooth_small
+from gpen_lightning.restore.tasks import Task, UnitRange, check_task_weights, task_crop, task_image
 from gpen_lightning.runtime import resolve_device
 from gpen_lightning.zoo.weights import load_restoration_model
 
-__all__ = ["Detection", "Paste", "RestoredFace", "RestoreResult", "Restorer"]
+__all__ = ["Detection", "Paste", "RestoredFace", "RestoreResult", "Restorer", "Task", "draw_faces"]
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,7 @@ class Paste:
     """How restored faces go back into the photo.
 
     Args:
-        upscale: output scale of whole photos (the background by bicubic resize or by
-            ``bg_upsampler(image (3, H, W) float [0,1], scale) -> (3, sH, sW)``).
+        upscale: output scale of whole photos (the background by ``bg_upsampler``).
         alpha: blend of restored and original crop (1: restored only).
         paste_mask: "hull" (default: each face's own region from its landmarks, feathered by a
             tenth of the eye distance: ``hull_mask``) or "template" (the template's feathered
@@ -128,7 +127,14 @@ class Paste:
         face_upscale: with ``upscale`` > 1, paste the faces at the output resolution (the
             network's S px detail lands in the upscaled photo); False pastes at the input
             resolution and resizes the whole composite.
-        bg_upsampler: see ``upscale``.
+        bg_upsampler: how the background is upscaled: "bicubic" (default), "realesrgan" (an
+            RRDBNet, RealESRNet / Real-ESRGAN x2 or x4, from ``bg_weights``, as the official demo's
+            ``--use_sr``: ``restore.background.RRDBUpsampler``) or any callable
+            ``(image (3, H, W) float [0, 1], scale) -> (3, round(sH), round(sW))``.
+        bg_weights: the RRDBNet file of ``bg_upsampler="realesrgan"``.
+        bg_tile: its tile side in input pixels (0: the whole photo at once; 400 keeps a 4K
+            photo's activations near 2 GB).
+        bg_tile_pad: context around each tile (px; the official 10).
         draw_boxes: draw each restored face's box and landmarks on the output (debugging).
     """
 
@@ -138,12 +144,18 @@ class Paste:
     mask: torch.Tensor | None = None
     small_face: float = 100.0
     face_upscale: bool = True
-    bg_upsampler: Callable[[torch.Tensor, float], torch.Tensor] | None = None
+    bg_upsampler: str | Callable[[torch.Tensor, float], torch.Tensor] | None = "bicubic"
+    bg_weights: str | os.PathLike | None = None
+    bg_tile: int = 400
+    bg_tile_pad: int = 10
     draw_boxes: bool = False
 
     def __post_init__(self) -> None:
         if self.paste_mask not in ("template", "hull"):
             raise ValueError(f"paste_mask={self.paste_mask!r}: choose template or hull")
+        kind = self.bg_upsampler
+        if isinstance(kind, str) and kind not in BG_UPSAMPLERS:
+            raise ValueError(f"bg_upsampler={kind!r}: choose {' or '.join(BG_UPSAMPLERS)}")
 
 
 class Restorer:
@@ -163,6 +175,8 @@ class Restorer:
         batch_size: faces per network call (across images in ``restore_many``).
         detection: which faces are restored (``Detection``).
         paste: how they are pasted back (``Paste``).
+        task: what the network does (``Task``: restore, or the official demo's colorization,
+            inpainting and seg2face on aligned faces, ``restore.tasks``).
     """
 
     def __init__(
@@ -178,13 +192,18 @@ class Restorer:
         batch_size: int = 8,
         detection: Detection = Detection(),
         paste: Paste = Paste(),
+        task: Task | None = None,
     ) -> None:
         self.device = resolve_device(device)
+        task = task or Task()
+        check_task_weights(task.task, weights=weights, model=model if weights is None else None)
         if callable(weights) and not isinstance(weights, nn.Module):
             self.net = weights
         else:
             self.net = load_restoration_model(weights, model=model, runs_root=runs_root)
             self.net = self.net.to(self.device)
+        if task.task == "seg2face":  # the official seg2face network works in [0, 1]
+            self.net = UnitRange(self.net)
         self.size = size or getattr(self.net, "size", None)
         if not self.size:
             raise ValueError("give size=S for a network without a .size attribute")
@@ -199,6 +218,14 @@ class Restorer:
         self.points = template_points(detection.template, self.size)
         self.paste_mask = paste.paste_mask if paste.mask is None else "given"
         self.mask = face_mask(self.size) if paste.mask is None else paste.mask
+        self.bg_upsampler = make_bg_upsampler(
+            paste.bg_upsampler,
+            weights=paste.bg_weights,
+            tile=paste.bg_tile,
+            tile_pad=paste.bg_tile_pad,
+            device=self.device,
+        )
+        self.task, self._strokes = task, np.random.RandomState(task.inpaint_seed)
 
     @property
     def detector(self) -> FaceDetector:
@@ -256,7 +283,10 @@ class Restorer:
     ) -> list[RestoreResult]:
         """Restore several photos; the faces of all of them go through the network together.
         ``faces``: the faces to restore in each image (e.g. tracked ones) instead of detecting."""
+        self.task.check(aligned=aligned)
         tensors = [_to_chw_uint8(im) for im in images]
+        if aligned and self.task.task != "restore":
+            return self._restore_task(tensors)
         if aligned:
             return self._restore_aligned(tensors)
         given = [None] * len(tensors) if faces is None else list(faces)
@@ -277,20 +307,33 @@ class Restorer:
         s = (self.size, self.size)
         crops = to_signed(torch.stack([_resize(t.float(), s, "bilinear") for t in tensors]), 255)
         out = self._blend(self.restore_faces(crops), crops)
-        results = []
-        for t, c, o in zip(tensors, crops, out):
-            h, w = t.shape[-2:]
-            img = _resize(to_unit(o), (h, w), "bicubic")
-            face = RestoredFace(
-                box=np.array([0, 0, w, h], np.float32),
-                landmarks=np.zeros((0, 2), np.float32),
-                score=1.0,
-                crop=_hwc(to_unit(c)),
-                restored=_hwc(to_unit(o)),
-                matrix=np.array([[self.size / w, 0, 0], [0, self.size / h, 0]]),
-            )
-            results.append(RestoreResult(image=_hwc(img), faces=[face]))
-        return results
+        return [
+            self._whole(_resize(to_unit(o), t.shape[-2:], "bicubic"), to_unit(c), o, t.shape[-2:])
+            for t, c, o in zip(tensors, crops, out)
+        ]
+
+    def _restore_task(self, tensors: list[torch.Tensor]) -> list[RestoreResult]:
+        """Aligned faces through a task's preprocessing (``restore.tasks``): colorization at the
+        input's size, inpainting and seg2face at S."""
+        fed, crops = zip(*(task_crop(self.task, t, self.size, self._strokes) for t in tensors))
+        out = self.restore_faces(torch.stack(crops))
+        return [
+            self._whole(task_image(self.task, o, f), f.float() / 255, o, f.shape[-2:])
+            for f, o in zip(fed, out)
+        ]
+
+    def _whole(self, image, crop, restored, hw) -> RestoreResult:
+        """The result of an aligned crop (h, w) = ``hw``: the image and one face spanning it."""
+        h, w = hw
+        face = RestoredFace(
+            box=np.array([0, 0, w, h], np.float32),
+            landmarks=np.zeros((0, 2), np.float32),
+            score=1.0,
+            crop=_hwc(crop),
+            restored=_hwc(to_unit(restored)),
+            matrix=np.array([[self.size / w, 0, 0], [0, self.size / h, 0]]),
+        )
+        return RestoreResult(image=_hwc(image), faces=[face])
 
     def _plan(
         self, img: torch.Tensor, faces: Sequence[Face] | None = None
@@ -317,7 +360,7 @@ class Restorer:
         bg = img.float() / 255
         if faces:
             restored = self._blend(
-                _smooth_small(restored.cpu(), faces, self.paste.small_face), crops
+                smooth_small(restored.cpu(), faces, self.paste.small_face), crops
             )
         if s != 1 and faces and not self.paste.face_upscale:  # composite at 1x, then resize it all
             out = _resize(
@@ -328,11 +371,8 @@ class Restorer:
             return self._result(out, faces, crops, restored, matrices)
         if s != 1:
             size = (round(h * s), round(w * s))
-            if self.paste.bg_upsampler is not None:
-                bg = self.paste.bg_upsampler(bg, s)
-            else:
-                bg = _resize(bg, size, "bicubic")
-            bg = bg.clamp(0, 1)
+            up = self.bg_upsampler
+            bg = (resize_background(bg, size) if up is None else up(bg, s)).clamp(0, 1)
         if not faces:
             return RestoreResult(image=_hwc(bg))
         out = self._composite(bg, s, faces, restored, matrices)
@@ -374,29 +414,3 @@ class Restorer:
                 )
             )
         return result
-
-
-def draw_faces(image: np.ndarray, boxes, landmarks) -> np.ndarray:
-    """(H, W, 3) uint8 with each box (x0, y0, x1, y1) outlined and its 5 landmarks marked."""
-    from torchvision.utils import draw_bounding_boxes, draw_keypoints
-
-    if not len(boxes):
-        return image
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    width = max(1, round(max(image.shape[:2]) / 400))
-    t = draw_bounding_boxes(t, torch.as_tensor(np.stack(boxes)), colors="lime", width=width)
-    pts = torch.as_tensor(np.stack(landmarks), dtype=torch.float32)
-    t = draw_keypoints(t, pts, colors="red", radius=width + 1)
-    return t.permute(1, 2, 0).numpy()
-
-
-def _smooth_small(restored: torch.Tensor, faces: Sequence[Face], min_side: float) -> torch.Tensor:
-    """Restored crops (B, 3, S, S) with the faces whose box has a side shorter than ``min_side``
-    filtered by the separable [1, 2, 1] / 4 kernel (reflected border, as OpenCV's filter2D)."""
-    small = torch.tensor([min(f.box[2] - f.box[0], f.box[3] - f.box[1]) < min_side for f in faces])
-    if not small.any():
-        return restored
-    out = restored.clone()
-    kernel = get_pascal_kernel_2d(3, norm=True)[None].to(restored)  # [1,2,1] x [1,2,1] / 16
-    out[small] = KF.filter2d(restored[small], kernel, border_type="reflect")
-    return out

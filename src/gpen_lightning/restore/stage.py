@@ -20,6 +20,7 @@ from gpen_lightning.restore.batch import (
 )
 from gpen_lightning.restore.distributed import predict_files
 from gpen_lightning.restore.restorer import Detection, Paste, Restorer
+from gpen_lightning.restore.tasks import Task
 from gpen_lightning.runtime import process_count, resolve_device
 
 __all__ = ["RestoreStage"]
@@ -54,6 +55,13 @@ class RestoreStage:
     face_upscale: bool
     paste_mask: str
     draw_boxes: bool
+    bg_upsampler: str
+    bg_weights: str | None
+    bg_tile: int
+    bg_tile_pad: int
+    task: str
+    inpaint_strokes: bool
+    inpaint_seed: int
     aligned: bool
     suffix: str
     save_faces: bool
@@ -81,6 +89,7 @@ class RestoreStage:
             batch_size=self.batch_size,
             detection=Detection(**self._fields_of(Detection)),
             paste=Paste(**self._fields_of(Paste)),
+            task=Task(**self._fields_of(Task)),
         )
 
     def _fields_of(self, cls: type) -> dict[str, Any]:
@@ -96,6 +105,7 @@ class RestoreStage:
         files, root = collect_inputs(str(self.input))
         out_dir = Path(self.output).expanduser()
         refuse_output_in_inputs(out_dir, files, root, self.suffix or "")
+        Task(**self._fields_of(Task)).check(aligned=self.aligned)
         if not files:
             print(f"No images or videos found under {self.input}.")
             return 1

@@ -16,6 +16,7 @@ from gpen_lightning.data.degradation import Degradation
 from gpen_lightning.data.folder import FaceFolder
 from gpen_lightning.data.sampler import GlobalOrderSampler, KeyedItems
 from gpen_lightning.data.seeds import stream_seed
+from gpen_lightning.data.streaming import StreamingFaces
 from gpen_lightning.data.synthetic import SyntheticFaces
 from gpen_lightning.keyed import mix
 from gpen_lightning.ranges import to_signed
@@ -46,6 +47,11 @@ class FaceDataModule(L.LightningDataModule):
         val_cache_mb: keep each validation face's fixed degradation (uint8, on the batch's
             device) up to this many MiB, so later validations skip the degradation (it is the
             same every time; at 32 px it was 58 % of a validation); 0 turns the cache off.
+        streaming: ``root`` (and ``val_root``) are ``stage=prepare`` outputs, folders or
+            object-store URLs, read through LitData (``data.streaming.StreamingFaces``) in the
+            same global order.
+        cache_dir, max_cache_size: where LitData keeps downloaded chunks and how much (streaming
+            from a URL).
     """
 
     def __init__(
@@ -67,6 +73,9 @@ class FaceDataModule(L.LightningDataModule):
         verify: bool = False,
         degrade: bool = True,
         val_cache_mb: float = 256,
+        streaming: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+        max_cache_size: str | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= val_fraction < 1:
@@ -81,6 +90,9 @@ class FaceDataModule(L.LightningDataModule):
         self.val_degradation = val_degradation or self.degradation
         self.seed, self.val_seed, self.verify = seed, val_seed, verify
         self.degrade = degrade
+        self.streaming, self.cache_dir, self.max_cache_size = streaming, cache_dir, max_cache_size
+        if streaming and root is None:
+            raise ValueError("data.streaming needs data.root: a stage=prepare output (folder, URL)")
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.val_cache_mb = val_cache_mb
@@ -101,6 +113,10 @@ class FaceDataModule(L.LightningDataModule):
     def _dataset(self, root, *, flip: bool) -> Dataset:
         if root is None:
             return SyntheticFaces(size=self.size, length=self.synthetic_length, flip=flip)
+        if self.streaming:  # never flipped itself: KeyedItems flips training faces by key
+            return StreamingFaces(
+                root, size=self.size, cache_dir=self.cache_dir, max_cache_size=self.max_cache_size
+            )
         return FaceFolder(root, size=self.size, flip=flip, verify=self.verify)
 
     def setup(self, stage: str | None = None) -> None:

@@ -30,6 +30,8 @@ from gpen_lightning.serve.stage import ServeStage, parse_auth
 from gpen_lightning.testing_clips import synthetic_clip
 from gpen_lightning.zoo.presets import build
 
+from .conftest import shared_path
+
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed")
 
 
@@ -266,3 +268,13 @@ def test_api_restores_a_clip_with_its_audio_and_refuses_a_broken_one(server, tmp
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     with pytest.raises(gradio_client.exceptions.AppError, match="broken"):
         api.predict(gradio_client.handle_file(str(broken)), api_name="/restore_video")
+
+
+def test_api_restores_a_real_photo_at_the_requested_size(server, tmp_path):
+    url, _ = server
+    photo = shared_path("data", "wild", "whole", "00.jpg")
+    w, h = Image.open(photo).size
+    api = client(url, tmp_path / "downloads")
+    out = api.predict(gradio_client.handle_file(str(photo)), upscale=2, api_name="/restore")
+    assert Image.open(out[0]).size == (2 * w, 2 * h)
+    assert len(out[2]) >= 1  # its faces, in the gallery

@@ -60,6 +60,11 @@ class ServeStage:
         self._demo: Any = None
 
     @property
+    def url(self) -> str | None:
+        """The running server's local URL (None when it is not running)."""
+        return None if self._demo is None else self._demo.local_url
+
+    @property
     def temp_dir(self) -> Path:
         """Gradio's upload and cache folder (``GRADIO_TEMP_DIR``) inside ``output``."""
         return Path(self.output).expanduser() / "gradio"

@@ -39,6 +39,7 @@ def _direct_psnr(net, dataset, cfg) -> float:
         )
         with torch.no_grad():
             out = (net(pair["lq"].float() / 127.5 - 1).clamp(-1, 1) + 1) / 2
+        out = (out * 255).round() / 255  # as a saved PNG holds it (the stage scores those)
         mse = (out - pair["hq"].float() / 255).pow(2).mean().item()
         values.append(10 * math.log10(1 / mse))
     return sum(values) / len(values)
@@ -143,3 +144,92 @@ def test_bootstrap_intervals_cover_the_mean_and_shrink_with_more_faces():
     assert lo < 0 < hi and lo <= mean <= hi
     with pytest.raises(ValueError, match="same images"):
         paired_difference(few, many)
+
+
+def _write_faces(folder, names, size=32, seed=0, suffix=".png"):
+    """Small random faces as image files (the paired-set tests)."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        image = torch.randint(0, 256, (size, size, 3), generator=gen, dtype=torch.uint8)
+        Image.fromarray(image.numpy()).save(folder / f"{name}{suffix}")
+    return folder
+
+
+def test_paired_folders_match_by_name_and_name_every_mismatch(tmp_path):
+    from gpen_lightning.evaluation.protocols import paired_set
+
+    hq = _write_faces(tmp_path / "hq", ["a", "b", "c"])
+    lq = _write_faces(tmp_path / "lq", ["a", "b"], suffix=".jpg")
+    _write_faces(tmp_path / "lq", ["d"])
+    with pytest.raises(ValueError, match=r"1 HQ image\(s\) have no LQ image: c") as err:
+        paired_set(str(lq), str(hq), restored={})
+    assert "1 LQ image(s) have no HQ image: d" in str(err.value)
+    (lq / "d.png").unlink()
+    _write_faces(tmp_path / "lq", ["c"], suffix=".jpg")
+    faces = paired_set(str(lq), str(hq), restored={})  # a.jpg pairs a.png: names, not suffixes
+    assert faces.names == ["a", "b", "c"] and faces.size == (32, 32)
+    item = faces.dataset[2]
+    assert item["HQ"].shape == (3, 32, 32) and item["LQ"].dtype == torch.uint8
+    _write_faces(tmp_path / "odd", ["a", "b", "c"])
+    _write_faces(tmp_path / "odd", ["b"], size=40)  # one HQ of another size
+    with pytest.raises(ValueError, match=r"one size; most are 32x32 but b.png \(40x40\)"):
+        paired_set(str(lq), str(tmp_path / "odd"), restored={})
+    other = _write_faces(tmp_path / "other", ["a", "b", "c"], size=64)
+    with pytest.raises(ValueError, match="restored other images are 64x64 but the HQ"):
+        paired_set(str(lq), str(hq), restored={"other": other})
+    with pytest.raises(ValueError, match="same name"):
+        _write_faces(tmp_path / "hq", ["a"], suffix=".jpg")
+        paired_set(str(lq), str(hq), restored={})
+
+
+def test_saved_faces_scored_from_disk_equal_the_seeded_in_process_run(tiny_weights, tmp_path):
+    """Held-out faces degraded once and saved (save_images=true), then scored as a paired set
+    (lq= hq=) with the network and its saved outputs as another method (restored=): the network
+    row equals the in-process one, and so does the restored folder's."""
+    path, _ = tiny_weights
+    first = tmp_path / "first"
+    _, seeded = _run(first, path, "synthetic_length=6", "batch_size=4", "save_images=true")
+    images = first / "images"
+    assert sorted(p.name for p in images.iterdir()) == ["bicubic", "gpen", "hq", "input"]
+    assert len(list((images / "input").glob("*.png"))) == 6
+    _, paired = _run(
+        tmp_path / "second",
+        path,
+        f"lq={images / 'input'}",
+        f"hq={images / 'hq'}",
+        f"restored={{saved: {images / 'gpen'}}}",
+        "batch_size=5",
+    )
+    table = paired["table"]
+    assert list(table) == ["input", "gpen", "saved"]
+    for metric in ("psnr", "ssim"):
+        assert table["gpen"][metric] == pytest.approx(seeded["table"]["gpen"][metric], abs=1e-5)
+        assert table["saved"][metric] == pytest.approx(seeded["table"]["gpen"][metric], abs=1e-5)
+        assert table["input"][metric] == pytest.approx(seeded["table"]["input"][metric], abs=1e-5)
+    report = json.loads((tmp_path / "second" / "report.json").read_text())
+    assert report["protocol"] == "paired" and "gpen - saved" in report["paired"]
+    assert report["paired"]["gpen - saved"]["psnr"] == pytest.approx([0, 0, 0], abs=1e-5)
+    with open(tmp_path / "second" / "per_image.csv") as f:
+        assert {r["face"] for r in csv.DictReader(f)} == {f"{i:06d}" for i in range(6)}
+    with pytest.raises(FileExistsError, match="already holds images"):
+        _run(first, path, "synthetic_length=6", "save_images=true")
+
+
+def test_several_networks_give_one_row_each(tiny_weights, tmp_path):
+    import shutil
+
+    path, _ = tiny_weights
+    twin = shutil.copy(path, tmp_path / "twin.pth")
+    torch.manual_seed(1)
+    other = tmp_path / "other.pth"
+    export_official(build("gpen-tiny-32").eval(), other)
+    _, result = _run(tmp_path / "out", f"[{path},{twin},{other}]", "synthetic_length=4")
+    table = result["table"]
+    assert list(table) == ["input", "bicubic", "GPEN-tiny-32", "twin", "other"]
+    assert table["twin"] == pytest.approx(table["GPEN-tiny-32"])  # the same weights
+    assert table["other"]["psnr"] != pytest.approx(table["twin"]["psnr"])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {"other - input", "other - bicubic", "GPEN-tiny-32 - other"} <= set(report["paired"])

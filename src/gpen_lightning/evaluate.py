@@ -1,126 +1,88 @@
-"""``stage=evaluate``: degrade HQ faces with a seeded preset, restore them, and score the result
-against the HQ faces next to two baselines (the degraded input, bicubic upsampling) with the
-field's metrics: PSNR and SSIM always; LPIPS, FID and the ArcFace identity
-distance when their local weights are configured."""
+"""``stage=evaluate``: score restoration networks, and other methods' saved outputs, on one set
+of faces with one scorer (``metrics.scorer``), in one table with 95 % intervals.
+
+Protocols (``evaluation.protocols``): ``hq=DIR`` (or ``input=DIR``; none: procedural faces)
+degrades HQ faces with the seeded ``degradation`` preset, next to the input and bicubic
+baselines; ``lq=DIR hq=DIR`` scores a fixed paired set matched by file name; ``lq=DIR`` alone a
+real set (no-reference metrics and FID against ``fid_reference``). ``restored=DIR`` (or several)
+adds another method's outputs, matched by file name; ``weights=[a.pt,b.pth]`` one row per
+network. PSNR and SSIM always; LPIPS, FID, the ArcFace angle, the landmark distance and dlib's
+identity distance when configured."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
-from torchvision.utils import make_grid, save_image
-from tqdm import tqdm
 
-from gpen_lightning.data.datamodule import degrade_fixed, stack_faces
 from gpen_lightning.data.folder import FaceFolder
 from gpen_lightning.data.synthetic import SyntheticFaces
-from gpen_lightning.io import atomic_write
-from gpen_lightning.losses import networks
-from gpen_lightning.metrics import load_fid, swd
+from gpen_lightning.evaluation.prior import evaluate_prior
+from gpen_lightning.evaluation.protocol import score_batches
+from gpen_lightning.evaluation.protocols import (
+    EvalSet,
+    paired_set,
+    real_set,
+    restored_labels,
+    synthetic_prepare,
+    synthetic_set,
+)
+from gpen_lightning.evaluation.report import format_table, write_per_face, write_reports
+from gpen_lightning.evaluation.sets import file_digest, image_files, one_size
 from gpen_lightning.metrics.bootstrap import interval_table, paired_table
-from gpen_lightning.metrics.wasserstein import SlicedWassersteinDistance
-from gpen_lightning.ranges import to_signed, to_unit
+from gpen_lightning.metrics.fid import FidStatistics
+from gpen_lightning.metrics.scorer import ScoreBook, Scorer
 from gpen_lightning.runtime import resolve_device
 from gpen_lightning.zoo.generator import Generator
 from gpen_lightning.zoo.presets import match_preset
 from gpen_lightning.zoo.weights import load_restoration_model
 
-__all__ = ["EvaluateStage", "evaluate", "format_table", "write_reports"]
+__all__ = ["EvaluateStage", "evaluate", "evaluate_set", "format_table", "write_reports"]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("input", "bicubic", "gpen")
 
-
-def _bicubic(lq: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The bicubic baseline: each LQ face (in [0, 1]) shrunk by its degradation scale (area) and
-    upsampled back bicubically."""
-    out = []
-    size = lq.shape[-1]
-    for x, s in zip(lq, scale.tolist()):
-        low = max(1, round(size / max(s, 1.0)))
-        small = F.interpolate(x[None], size=(low, low), mode="area")
-        out.append(F.interpolate(small, size=(size, size), mode="bicubic", align_corners=False))
-    return torch.cat(out).clamp(0, 1)
-
-
-def _optional(kind: str, loader, path: str | None):
-    if not path:
-        return None
-    try:
-        return loader(path)
-    except networks.MissingWeightsError as err:
-        log.warning("%s skipped: %s", kind, err)
-        return None
-
-
-@dataclass
-class _Scorers:
-    """The optional metric networks: LPIPS, ArcFace (identity angle) and one FID per method."""
-
-    lpips: torch.nn.Module | None = None
-    arcface: torch.nn.Module | None = None
-    fids: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, *, lpips_weights, lpips_net, fid_weights, id_weights, device) -> _Scorers:
-        """Load what has a weight file (a missing file is named in a warning and skipped)."""
-        lpips = _optional("LPIPS", lambda p: networks.load_lpips(p, lpips_net), lpips_weights)
-        arcface = _optional("identity distance", networks.load_identity, id_weights)
-        fids = {}
-        for m in METHODS if fid_weights else ():
-            fid = _optional("FID", load_fid, fid_weights)
-            if fid is None:
-                break
-            fids[m] = fid.to(device)
-        return cls(
-            lpips=lpips.to(device) if lpips is not None else None,
-            arcface=arcface.to(device) if arcface is not None else None,
-            fids=fids,
-        )
-
-    def score(self, outputs: dict[str, torch.Tensor], hq: torch.Tensor) -> dict[str, dict]:
-        """Per-face scores ``{method: {metric: (B,)}}`` of images in [0, 1] against ``hq``;
-        FID states are updated."""
-        hq_embedding = None
-        if self.arcface is not None:  # the HQ side once per batch, shared by every method
-            hq_embedding = self.arcface(networks.face_crop_112(to_signed(hq)))
-        scores = {}
-        for method, out in outputs.items():
-            s = {
-                "psnr": peak_signal_noise_ratio(
-                    out, hq, data_range=1.0, reduction="none", dim=(1, 2, 3)
-                ),
-                "ssim": structural_similarity_index_measure(
-                    out, hq, data_range=1.0, reduction="none"
-                ),
-            }
-            if self.lpips is not None:
-                s["lpips"] = self.lpips(to_signed(out), to_signed(hq)).flatten()
-            if hq_embedding is not None:
-                embedding = self.arcface(networks.face_crop_112(to_signed(out)))
-                cos = (embedding * hq_embedding).sum(1).clamp(-1, 1)
-                s["id_deg"] = torch.rad2deg(torch.arccos(cos))
-            if self.fids:
-                self.fids[method].update(hq, real=True)
-                self.fids[method].update(out, real=False)
-            scores[method] = s
-        return scores
+def evaluate_set(
+    nets: dict[str, torch.nn.Module],
+    faces: EvalSet,
+    scorer: Scorer,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    n_grid: int = 8,
+    swd_seed: int | None = None,
+    fid_reference: FidStatistics | None = None,
+    save_images: Path | None = None,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, torch.Tensor]], torch.Tensor]:
+    """Score ``nets`` (``{row name: GPEN}``), the baselines and the restored folders of
+    ``faces`` with ``scorer``. Returns ``(table, per_face, grid)``: ``{method: {metric: mean}}``
+    (FID against ``fid_reference``, else the HQ set), ``{method: {metric: (N,)}}`` and the grid
+    (per face: the methods, then HQ)."""
+    device = torch.device(device)
+    nets = {k: n.to(device).eval() for k, n in nets.items()}
+    book = ScoreBook(scorer, swd_seed=swd_seed)
+    for method, digest in faces.digests.items():
+        book.use_cache(method, digest)
+    loader = DataLoader(faces.dataset, batch_size=batch_size, shuffle=False)
+    _, grid = score_batches(
+        loader,
+        faces.prepare,
+        nets=nets,
+        book=book,
+        device=device,
+        n_grid=n_grid,
+        save_images=save_images,
+    )
+    if fid_reference is None and scorer.inception is not None and faces.size is not None:
+        fid_reference = FidStatistics.of(book.features("hq"))
+    methods = [m for m in book.scores if m != "hq"]
+    return book.table(fid_reference, methods), book.per_face(), grid
 
 
 @torch.no_grad()
@@ -139,132 +101,41 @@ def evaluate(
     n_grid: int = 8,
     with_swd: bool = False,
     per_face: dict | None = None,
+    scorer: Scorer | None = None,
 ) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
-    """Score ``net`` and the baselines on ``dataset`` (items ``{"hq" uint8, "index"}``).
-
-    Returns ``({method: {metric: mean}}, grid)`` where ``grid`` holds rows
-    [LQ | bicubic | GPEN | HQ] for the first ``n_grid`` faces (float, [0, 1]). ``with_swd`` adds
-    each method's sliced Wasserstein distance (x 1e3) to the HQ set (it keeps every image).
-    ``per_face``: a dict filled with ``{method: {metric: (N,) float64}}``, every face's score of
-    the per-image metrics (PSNR, SSIM, LPIPS, identity; FID and SWD score the set).
-    """
-    device = torch.device(device)
-    net = net.to(device).eval()
-    scorers = _Scorers.load(
+    """Score ``net`` (row ``gpen``) and the baselines on the faces of ``dataset`` (items
+    ``{"hq" uint8, "index"}``) degraded by ``degradation`` seeded with ``seed`` (the synthetic
+    protocol; the ablation report uses it). Returns ``({method: {metric: mean}}, grid)``, the
+    grid rows [LQ | bicubic | GPEN | HQ] of the first ``n_grid`` faces. ``scorer`` (default: one
+    loaded from the weight files given) scores; ``with_swd`` adds the sliced Wasserstein
+    distance x 1e3; ``per_face`` is filled with every face's per-image scores."""
+    scorer = scorer or Scorer.load(
         lpips_weights=lpips_weights,
         lpips_net=lpips_net,
         fid_weights=fid_weights,
         id_weights=id_weights,
         device=device,
     )
-    scores_of: dict[str, dict[str, list[torch.Tensor]]] = {m: {} for m in METHODS}
-    swds = {m: SlicedWassersteinDistance(seed=seed) for m in METHODS} if with_swd else {}
-    count, rows = 0, []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    for batch in tqdm(loader, desc="evaluate", unit="batch"):
-        pair = degrade_fixed(degradation, batch["hq"], batch["index"], seed=seed)
-        hq = pair["hq"].float().div(255).to(device)
-        lq = pair["lq"].float().div(255).to(device)
-        restored = to_unit(net(to_signed(lq)).float().clamp(-1, 1))
-        outputs = {"input": lq, "bicubic": _bicubic(lq, pair["params"]["scale"]), "gpen": restored}
-        for method, scores in scorers.score(outputs, hq).items():
-            for k, v in scores.items():
-                scores_of[method].setdefault(k, []).append(v.detach().double().cpu())
-        for method, metric in swds.items():
-            metric.update(to_signed(hq), real=True)
-            metric.update(to_signed(outputs[method]), real=False)
-        count += len(hq)
-        if sum(len(r) for r in rows) < n_grid:
-            rows.append(torch.stack([lq, outputs["bicubic"], restored, hq], 1).cpu())
-    if count == 0:
-        raise ValueError("the evaluation set is empty")
-    faces = {m: {k: torch.cat(v) for k, v in s.items()} for m, s in scores_of.items()}
+    faces = EvalSet(
+        "synthetic",
+        dataset,
+        synthetic_prepare(degradation, seed),
+        None,
+        tuple(dataset[0]["hq"].shape[-2:]),
+        ["input", "bicubic"],
+        {},
+    )
+    table, faces_scores, grid = evaluate_set(
+        {"gpen": net},
+        faces,
+        scorer,
+        batch_size=batch_size,
+        device=device,
+        n_grid=n_grid,
+        swd_seed=seed if with_swd else None,
+    )
     if per_face is not None:
-        per_face.update(faces)
-    table = _table(faces, scorers, swds, count)
-    grid = torch.cat(rows)[:n_grid].flatten(0, 1)
-    return table, grid
-
-
-def _table(faces: dict, scorers: _Scorers, swds: dict, count: int) -> dict[str, dict[str, float]]:
-    """``{method: {metric: value}}``: the per-face scores' means, then the set metrics."""
-    table = {m: {k: float(v.mean()) for k, v in s.items()} for m, s in faces.items()}
-    for method, fid in scorers.fids.items():
-        table[method]["fid"] = float(fid.compute()) if count > 1 else math.nan
-    for method, metric in swds.items():
-        table[method]["swd"] = metric.compute()["swd"]
-    return table
-
-
-_HIGHER_BETTER = {"psnr": True, "ssim": True, "lpips": False, "fid": False, "id_deg": False}
-
-
-def format_table(
-    table: dict[str, dict[str, float]], n: int, ci: dict[str, dict[str, list[float]]] | None = None
-) -> str:
-    """A markdown table: one row per method, one column per metric (arrows: better direction);
-    with ``ci``, each cell is ``mean [lo, hi]`` (95 % bootstrap interval) where it has one."""
-    metrics = list(next(iter(table.values())))
-    better = lambda k: _HIGHER_BETTER.get(k, not k.startswith("swd"))  # noqa: E731
-    head = [f"{k} {'↑' if better(k) else '↓'}" for k in metrics]
-    lines = [f"| method ({n} faces) | " + " | ".join(head) + " |"]
-    lines.append("| --- |" + " --- |" * len(metrics))
-    for method, row in table.items():
-        bounds = (ci or {}).get(method, {})
-        cells = [
-            f"{row[k]:.4f}" + (f" [{bounds[k][0]:.4f}, {bounds[k][1]:.4f}]" if k in bounds else "")
-            for k in metrics
-        ]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def format_paired(paired: dict[str, dict[str, list[float]]]) -> str:
-    """The paired differences (``metrics.bootstrap.paired_table``) as a markdown table."""
-    metrics = list(next(iter(paired.values())))
-    lines = ["| paired difference (95 % CI) | " + " | ".join(metrics) + " |"]
-    lines.append("| --- |" + " --- |" * len(metrics))
-    for pair, row in paired.items():
-        cells = [f"{row[k][0]:+.4f} [{row[k][1]:+.4f}, {row[k][2]:+.4f}]" for k in metrics]
-        lines.append(f"| {pair} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_per_face(path: Path, per_face: dict[str, dict[str, torch.Tensor]]) -> None:
-    """One row per face and method: ``face, method, <metric>...`` (the per-image metrics)."""
-    metrics = list(next(iter(per_face.values())))
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["face", "method", *metrics])
-    for method, scores in per_face.items():
-        for i in range(len(scores[metrics[0]])):
-            writer.writerow([i, method, *(float(scores[k][i]) for k in metrics)])
-    atomic_write(path, lambda p: p.write_text(buf.getvalue()))
-
-
-@torch.no_grad()
-def evaluate_prior(
-    prior: Generator,
-    dataset,
-    *,
-    batch_size: int = 8,
-    device: str | torch.device = "cpu",
-    seed: int = 1234,
-    n_grid: int = 8,
-) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
-    """A GAN prior's samples against the faces of ``dataset`` (as many as it holds): the
-    multi-scale sliced Wasserstein distance x 1e3. Returns ``({"prior": scores}, grid)``, the
-    grid holding ``n_grid`` samples next to ``n_grid`` faces."""
-    device = torch.device(device)
-    prior = prior.to(device).eval()
-    if prior.size != dataset[0]["hq"].shape[-1]:
-        raise ValueError(f"the prior is {prior.size} px but the faces are not")
-    reals = stack_faces(dataset)
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(len(reals), prior.style_dim, generator=gen).to(device)
-    fakes = torch.cat([prior(chunk).float().clamp(-1, 1).cpu() for chunk in z.split(batch_size)])
-    table = {"prior": swd(reals, fakes, seed=seed)}
-    grid = to_unit(torch.cat([fakes[:n_grid], reals[:n_grid]]))
+        per_face.update(faces_scores)
     return table, grid
 
 
@@ -278,21 +149,37 @@ def describe_network(net: torch.nn.Module) -> str:
     return f"{dims} (architecture of preset {preset})" if preset else dims
 
 
+def network_names(weights: list[str]) -> list[str]:
+    """Row names of the networks: ``gpen`` for one, else each file's stem (with its folder when
+    two stems clash)."""
+    if len(weights) == 1:
+        return ["gpen"]
+    names = [Path(w).stem if w != "latest" else "latest" for w in weights]
+    if len(set(names)) < len(names):
+        names = [f"{Path(w).parent.name}/{Path(w).stem}" for w in weights]
+    if len(set(names)) < len(names):
+        raise ValueError(f"weights must be distinct files: {weights}")
+    return names
+
+
 @dataclass(kw_only=True)
 class EvaluateStage:
     """``stage=evaluate``: the options of ``conf/evaluate.yaml`` (which documents each and holds
-    the defaults), built by ``hydra.utils.instantiate``. ``run`` builds the set, evaluates and
-    writes ``report.{md,csv,json}`` and ``grid.png`` to ``output``.
+    the defaults), built by ``hydra.utils.instantiate``. ``run`` builds the set of the protocol
+    the options select (see the module), scores and writes ``report.{md,csv,json}``,
+    ``per_image.csv`` and ``grid.png`` to ``output``.
 
-    A GPEN is scored against the baselines; a GAN prior (``weights=prior.pt``) by the sliced
-    Wasserstein distance of its samples to the faces. ``degradation`` is the config of the
-    ``degradation`` group (instantiated here); ``paths.log_dir`` is where ``weights=latest``
-    looks."""
+    A GAN prior (``weights=prior.pt``) is scored by the sliced Wasserstein distance of its
+    samples to the faces. ``degradation`` is the config of the ``degradation`` group
+    (instantiated here); ``paths.log_dir`` is where ``weights=latest`` looks."""
 
-    input: str | None
+    hq: str | None = None
+    input: str | None = None
+    lq: str | None = None
+    restored: Any = None
     output: str
     paths: Mapping
-    weights: str | None
+    weights: Any
     model: str
     degradation: Mapping
     synthetic_length: int
@@ -303,96 +190,198 @@ class EvaluateStage:
     lpips_weights: str | None
     lpips_net: str
     fid_weights: str | None
+    fid_reference: str | None = None
+    fid_cache: str | None = None
     id_weights: str | None
+    lmd: bool = False
+    dlib_identity: bool = False
+    save_images: bool = False
     swd: bool
     n_grid: int
 
-    def dataset(self, size: int):
-        """The HQ faces at ``size`` px: ``input``'s, else procedural ones; ``max_images`` first."""
-        if self.input:
-            dataset = FaceFolder(self.input, size=size, flip=False)
-        else:
-            dataset = SyntheticFaces(size=size, length=self.synthetic_length, flip=False)
-        if self.max_images:
-            dataset = torch.utils.data.Subset(dataset, range(min(self.max_images, len(dataset))))
-        return dataset
+    def __post_init__(self) -> None:
+        if self.input and self.hq and Path(self.input) != Path(self.hq):
+            raise ValueError(f"input= is another name of hq=; give one ({self.input}, {self.hq})")
+        self.hq = self.hq or self.input
+        self.restored = restored_labels(self.restored)
+        if self.lq and not self.hq and not self.restored and self.weights is None:
+            raise ValueError("lq= alone scores networks: give weights= or restored=")
 
-    def score(
-        self, net: torch.nn.Module, dataset, per_face: dict | None = None
-    ) -> tuple[dict, torch.Tensor]:
-        """``(table, grid)`` of ``net`` (a GPEN or a GAN prior) on ``dataset``; a GPEN's
-        per-face scores into ``per_face`` (see ``evaluate``)."""
-        device = resolve_device(self.device)
-        if isinstance(net, Generator):
-            return evaluate_prior(
-                net, dataset, batch_size=self.batch_size, device=device, seed=self.eval_seed
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """``{row name: network}`` of ``weights`` (one path, a list, or null: random weights
+        of ``model``, unless ``restored`` folders are scored alone)."""
+        weights = self.weights
+        if weights is None and self.restored:
+            return {}
+        weights = list(weights) if isinstance(weights, list | tuple) else [weights]
+        nets = {
+            name: load_restoration_model(
+                w, model=self.model, runs_root=self.paths["log_dir"], allow_prior=len(weights) == 1
             )
-        return evaluate(
-            net,
-            dataset,
+            for name, w in zip(network_names([str(w) for w in weights]), weights)
+        }
+        sizes = {n.size for n in nets.values()}
+        if len(sizes) > 1 and not self.lq:
+            raise ValueError(f"the networks differ in size ({sizes}): evaluate them separately")
+        return nets
+
+    def faces(self, nets: dict[str, torch.nn.Module]) -> EvalSet:
+        """The set of the protocol the options select."""
+        if self.lq and self.hq:
+            return paired_set(self.lq, self.hq, restored=self.restored)
+        if self.lq:
+            return real_set(self.lq, restored=self.restored)
+        if nets:
+            size = next(iter(nets.values())).size
+        else:  # restored folders alone: the size they were restored at
+            firsts = [next(iter(image_files(p).values())) for p in self.restored.values()]
+            size = one_size("restored", firsts)[0]
+        return synthetic_set(
+            self.hq,
+            size=size,
             degradation=instantiate(self.degradation),
             seed=self.eval_seed,
-            batch_size=self.batch_size,
-            device=device,
+            restored=self.restored,
+            synthetic_length=self.synthetic_length,
+            max_images=self.max_images,
+        )
+
+    def reference(self, scorer: Scorer, size: int, out: Path) -> FidStatistics | None:
+        """FID's reference statistics: ``fid_reference`` (an ``.npz`` of ``mu``, ``sigma``, or a
+        folder of faces, featurised at ``size`` px once, cached, and saved as
+        ``out/fid_reference.npz`` to reuse); None: the HQ set of the protocol."""
+        if not self.fid_reference or scorer.inception is None:
+            return None
+        path = Path(self.fid_reference).expanduser()
+        if path.is_file():
+            return FidStatistics.load(path)
+        folder = FaceFolder(path, size=size, flip=False)
+        book = ScoreBook(scorer)
+        if not book.use_cache("reference", file_digest(folder.files, size)):
+            for batch in DataLoader(folder, batch_size=self.batch_size):
+                book.add("reference", batch["hq"], None)
+        stats = FidStatistics.of(book.features("reference"))
+        stats.save(out / "fid_reference.npz")
+        return stats
+
+    def scorer(self, device: torch.device) -> Scorer:
+        """The metrics the options configure."""
+        return Scorer.load(
             lpips_weights=self.lpips_weights,
             lpips_net=self.lpips_net,
             fid_weights=self.fid_weights,
             id_weights=self.id_weights,
-            n_grid=self.n_grid,
-            with_swd=self.swd,
-            per_face=per_face,
+            lmd=self.lmd,
+            dlib_identity=self.dlib_identity,
+            fid_cache=self.fid_cache,
+            device=device,
         )
 
     def run(self) -> dict[str, Any]:
         """Evaluate and write the reports; ``{"table", "output"}``."""
-        net = load_restoration_model(
-            self.weights, model=self.model, runs_root=self.paths["log_dir"], allow_prior=True
+        nets = self.networks()
+        out = Path(self.output)
+        if len(nets) == 1 and isinstance(prior := next(iter(nets.values())), Generator):
+            return self.run_prior(prior, out)
+        faces = self.faces(nets)
+        device = resolve_device(self.device)
+        scorer = self.scorer(device)
+        if faces.size is None and (scorer.inception is None or not self.fid_reference):
+            raise ValueError(
+                "a real set (lq= without hq=) is scored by FID against a reference set: give "
+                "fid_weights=INCEPTION.pth and fid_reference=DIR_OR_STATS.npz"
+            )
+        size = faces.size[0] if faces.size else max([n.size for n in nets.values()] or [512])
+        images = _fresh_folder(out / "images") if self.save_images else None
+        table, per_face, grid = evaluate_set(
+            nets,
+            faces,
+            scorer,
+            batch_size=self.batch_size,
+            device=device,
+            n_grid=self.n_grid,
+            swd_seed=self.eval_seed if self.swd else None,
+            fid_reference=self.reference(scorer, size, out),
+            save_images=images,
         )
-        dataset = self.dataset(net.size)
-        per_face: dict[str, dict[str, torch.Tensor]] = {}
-        table, grid = self.score(net, dataset, per_face)
+        meta = self.describe(nets, faces, scorer)
+        if per_face:
+            meta["ci95"] = interval_table(per_face, seed=self.eval_seed)
+            meta["paired"] = _paired(per_face, faces.baselines, list(nets), self.eval_seed)
+            write_per_face(out / "per_image.csv", per_face, faces.names)
+        write_reports(out, table, meta, grid, columns=len(table) + bool(faces.size))
+        print(
+            f"Reports: {out}/report.md, report.csv, report.json; grid: {out}/grid.png "
+            f"(columns: {' | '.join(table)}{' | HQ' if faces.size else ''})"
+        )
+        return {"table": table, "output": str(out)}
+
+    def describe(self, nets: dict, faces: EvalSet, scorer: Scorer) -> dict[str, Any]:
+        """The report's description of what was scored, how and by which code."""
+        meta = {
+            "protocol": faces.name,
+            "weights": self.weights,
+            "network": "; ".join(f"{k}: {describe_network(n)}" for k, n in nets.items()),
+            "hq": self.hq,
+            "lq": self.lq,
+            "input": self.hq,
+            "restored": {k: str(v) for k, v in self.restored.items()},
+            "faces": len(faces.dataset),
+            "seed": self.eval_seed,
+            "fid_reference": self.fid_reference or ("the HQ set" if faces.size else None),
+            "sources": scorer.sources,
+        }
+        if faces.name == "synthetic":
+            meta["degradation"] = dict(self.degradation)
+        return meta
+
+    def run_prior(self, prior: Generator, out: Path) -> dict[str, Any]:
+        """A GAN prior's samples against the HQ faces (sliced Wasserstein distance)."""
+        if self.hq:
+            dataset = FaceFolder(self.hq, size=prior.size, flip=False)
+        else:
+            dataset = SyntheticFaces(size=prior.size, length=self.synthetic_length, flip=False)
+        if self.max_images:
+            dataset = torch.utils.data.Subset(dataset, range(min(self.max_images, len(dataset))))
+        table, grid = evaluate_prior(
+            prior,
+            dataset,
+            batch_size=self.batch_size,
+            device=resolve_device(self.device),
+            seed=self.eval_seed,
+        )
         meta = {
             "weights": self.weights,
-            "network": describe_network(net),
-            "input": self.input,
+            "network": describe_network(prior),
+            "input": self.hq,
             "faces": len(dataset),
             "seed": self.eval_seed,
-            "degradation": dict(self.degradation),
         }
-        out = Path(self.output)
-        if per_face:  # a GPEN against the baselines: intervals, paired differences, every face
-            meta["ci95"] = interval_table(per_face, seed=self.eval_seed)
-            meta["paired"] = paired_table(
-                per_face, "gpen", ["input", "bicubic"], seed=self.eval_seed
-            )
-            write_per_face(out / "per_image.csv", per_face)
-        write_reports(out, table, meta, grid)
-        layout = "prior samples, then faces" if isinstance(net, Generator) else None
-        layout = layout or "rows: LQ | bicubic | GPEN | HQ"
-        print(f"Reports: {out}/report.md, report.csv, report.json; grid: {out}/grid.png ({layout})")
+        write_reports(out, table, meta, grid, columns=4)
+        print(
+            f"Reports: {out}/report.md, report.csv, report.json; grid: {out}/grid.png "
+            "(prior samples, then faces)"
+        )
         return {"table": table, "output": str(out)}
 
 
-def write_reports(
-    out: Path, table: dict[str, dict[str, float]], meta: dict[str, Any], grid: torch.Tensor
-) -> None:
-    """``report.md`` (printed too), ``report.json`` (``meta`` + metrics), ``report.csv`` and
-    ``grid.png`` in ``out``, each written atomically."""
-    md = format_table(table, meta["faces"], ci=meta.get("ci95"))
-    if meta.get("paired"):
-        md += "\n\n" + format_paired(meta["paired"])
-    atomic_write(out / "report.md", lambda p: p.write_text(md + "\n"))
-    atomic_write(
-        out / "report.json",
-        lambda p: p.write_text(json.dumps({**meta, "metrics": table}, indent=2)),
-    )
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    metrics = list(next(iter(table.values())))
-    writer.writerow(["method", *metrics])
-    writer.writerows([m, *(row[k] for k in metrics)] for m, row in table.items())
-    atomic_write(out / "report.csv", lambda p: p.write_text(buf.getvalue()))
-    atomic_write(
-        out / "grid.png", lambda p: save_image(make_grid(grid, nrow=4, padding=2), p, format="png")
-    )
-    print(md)
+def _paired(per_face: dict, baselines: list[str], nets: list[str], seed: int) -> dict:
+    """Paired differences: every method against each baseline, the first network against
+    every other method."""
+    paired: dict = {}
+    methods = [m for m in per_face if m not in baselines]
+    for method in methods:
+        paired.update(
+            paired_table(per_face, method, [b for b in baselines if b in per_face], seed=seed)
+        )
+    if nets:
+        others = [m for m in methods if m != nets[0]]
+        paired.update(paired_table(per_face, nets[0], others, seed=seed))
+    return paired
+
+
+def _fresh_folder(path: Path) -> Path:
+    """``path``, refusing an existing non-empty folder (outputs are never overwritten)."""
+    if path.exists() and any(path.iterdir()):
+        raise FileExistsError(f"{path} already holds images: give another output=")
+    return path

@@ -40,23 +40,28 @@ def paired_difference(a: torch.Tensor, b: torch.Tensor, **kwargs) -> tuple[float
 def interval_table(
     per_face: dict[str, dict[str, torch.Tensor]], **kwargs
 ) -> dict[str, dict[str, list[float]]]:
-    """``{method: {metric: [lo, hi]}}``: each cell's ``bootstrap_ci`` (keywords passed on)."""
-    return {
-        method: {k: list(bootstrap_ci(v, **kwargs)) for k, v in scores.items()}
-        for method, scores in per_face.items()
-    }
+    """``{method: {metric: [lo, hi]}}``: each cell's ``bootstrap_ci`` (keywords passed on) over
+    its finite values (a face LMD did not find is NaN); a cell with none has no interval."""
+    table = {}
+    for method, scores in per_face.items():
+        finite = {k: v[torch.isfinite(v)] for k, v in scores.items()}
+        table[method] = {k: list(bootstrap_ci(v, **kwargs)) for k, v in finite.items() if len(v)}
+    return table
 
 
 def paired_table(
     per_face: dict[str, dict[str, torch.Tensor]], method: str, baselines: list[str], **kwargs
 ) -> dict[str, dict[str, list[float]]]:
     """``{"<method> - <baseline>": {metric: [mean, lo, hi]}}``: ``paired_difference`` of
-    ``method`` against each baseline on every metric they share."""
+    ``method`` against each baseline on every metric they share, over the faces where both
+    are finite."""
     table = {}
     for base in baselines:
-        shared = [k for k in per_face[method] if k in per_face[base]]
-        table[f"{method} - {base}"] = {
-            k: list(paired_difference(per_face[method][k], per_face[base][k], **kwargs))
-            for k in shared
-        }
+        row = {}
+        for k in (k for k in per_face[method] if k in per_face[base]):
+            a, b = per_face[method][k], per_face[base][k]
+            both = torch.isfinite(a) & torch.isfinite(b)
+            if both.any():
+                row[k] = list(paired_difference(a[both], b[both], **kwargs))
+        table[f"{method} - {base}"] = row
     return table

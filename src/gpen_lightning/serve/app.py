@@ -164,7 +164,13 @@ def _photo_tab(controls: list, fn) -> None:
         with gr.Column():
             slider = gr.ImageSlider(label="Before / after", elem_id="photo-out", format="png")
             notes = gr.Markdown(elem_id="photo-notes")
-            gallery = gr.Gallery(label="Aligned faces: input | restored", columns=2, format="png")
+            gallery = gr.Gallery(
+                label="Aligned faces: input | restored",
+                columns=2,
+                height=260,
+                object_fit="contain",
+                format="png",
+            )
             photo_file = gr.File(label="Restored photo (PNG)", elem_id="photo-file")
             faces_zip = gr.File(label="Faces (zip)")
     button.click(

@@ -94,6 +94,13 @@ class ServeStage:
         os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
         os.environ["GRADIO_TEMP_DIR"] = str(self.temp_dir)  # read by Gradio per upload
         self.temp_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            import gradio  # noqa: F401
+        except ImportError as err:
+            raise ImportError(
+                "stage=serve needs Gradio: pip install 'gpen-lightning[serve]' (make install "
+                "includes it)"
+            ) from err
         from gpen_lightning.serve.app import AppSettings, build_app
         from gpen_lightning.serve.handlers import Workspace
 

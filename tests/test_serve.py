@@ -3,6 +3,7 @@ network, results), its config, and the HTTP API of a running server (gradio_clie
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import struct
@@ -224,6 +225,7 @@ def server(tmp_path_factory):
     yield stage.url, stage
     stage.close()
     assert sorted(p.name for p in out.iterdir()) == ["results"]  # gradio/ removed on close
+    assert os.environ.get("GRADIO_TEMP_DIR") != str(stage.temp_dir)  # the environment restored
 
 
 def client(url: str, folder: Path):

@@ -32,11 +32,14 @@ class AppSettings:
         max_pixels: refuse photos (and frames) whose input or output has more pixels.
         frames_per_batch: video frames whose faces share network calls.
         crf: x264 / VP9 quality of restored clips.
+        cache_seconds: uploads and the copies Gradio serves are deleted once this old (checked
+            every ten minutes at most).
     """
 
     max_pixels: int = 25_000_000
     frames_per_batch: int = 8
     crf: int = 18
+    cache_seconds: int = 3600
 
 
 def upload_path(payload: Any) -> str | None:
@@ -202,7 +205,8 @@ def _video_tab(controls: list, fn) -> None:
 def build_app(models: Models, workspace: Workspace, settings: AppSettings) -> gr.Blocks:
     """The page: header (with the random-weights warning when there are no weights), the
     controls, the Photo and Video tabs; endpoints ``/restore`` and ``/restore_video``."""
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    cache = (min(600, settings.cache_seconds), settings.cache_seconds)
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=cache) as demo:
         _header(models)
         with gr.Row():
             with gr.Column(scale=1, min_width=260):

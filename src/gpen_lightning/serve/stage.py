@@ -51,6 +51,7 @@ class ServeStage:
     frames_per_batch: int
     crf: int
     keep_results: int
+    cache_seconds: int
     max_loaded: int
 
     def __post_init__(self) -> None:
@@ -58,6 +59,7 @@ class ServeStage:
         if self.concurrency < 1:
             raise ValueError(f"concurrency={self.concurrency}: requests run at once, >= 1")
         self._demo: Any = None
+        self._env: dict[str, str | None] = {}
 
     @property
     def url(self) -> str | None:
@@ -91,6 +93,7 @@ class ServeStage:
 
     def start(self) -> str:
         """Load the network and start the server in the background; its local URL."""
+        self._env = {k: os.environ.get(k) for k in ("GRADIO_ANALYTICS_ENABLED", "GRADIO_TEMP_DIR")}
         os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
         os.environ["GRADIO_TEMP_DIR"] = str(self.temp_dir)  # read by Gradio per upload
         self.temp_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +109,10 @@ class ServeStage:
 
         results = Path(self.output).expanduser() / "results"
         settings = AppSettings(
-            max_pixels=self.max_pixels, frames_per_batch=self.frames_per_batch, crf=self.crf
+            max_pixels=self.max_pixels,
+            frames_per_batch=self.frames_per_batch,
+            crf=self.crf,
+            cache_seconds=self.cache_seconds,
         )
         demo = build_app(self.models(), Workspace(results, keep=self.keep_results), settings)
         demo.queue(default_concurrency_limit=self.concurrency, max_size=self.queue_size)
@@ -131,6 +137,12 @@ class ServeStage:
             self._demo.close()
             self._demo = None
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for key, value in self._env.items():  # as they were before start()
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._env = {}
 
     def run(self) -> None:
         """Serve until interrupted (Ctrl-C)."""

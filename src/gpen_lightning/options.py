@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "AUGMENTS",
     "STAGES",
     "FinetuneOptions",
     "GANOptions",
@@ -21,6 +22,9 @@ __all__ = [
     "register_configs",
     "stage_node",
 ]
+
+
+AUGMENTS = ("none", "ada")  # ``augment``: off, or adaptive discriminator augmentation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +51,15 @@ class GANOptions:
         channels_last: run the networks' activations channels-last (faster convolutions on CPU
             and CUDA); False runs them contiguous.
         fused_adam: fused Adam kernels; None picks them on CUDA.
+        augment: ``"none"`` or ``"ada"``: StyleGAN2-ADA's augmentations (flips, integer
+            translation, rotations, isotropic/anisotropic scaling, colour) on every image D sees,
+            reals and fakes, with probability p (``gpen_lightning.losses.augment``).
+        ada_p: p at the start (kept when a checkpoint is resumed).
+        ada_target: the target of ``r_t = E[sign(D(real))]`` (0.6); None keeps p fixed at
+            ``ada_p``.
+        ada_interval: adjust p every this many minibatches (4).
+        ada_kimg: thousands of images for p to go from 0 to 1 (StyleGAN2-ADA: 500; short runs
+            need far fewer).
     """
 
     lr: float = 0.002
@@ -68,6 +81,20 @@ class GANOptions:
     compile: bool = False
     channels_last: bool = True
     fused_adam: bool | None = None
+    augment: str = "none"
+    ada_p: float = 0.0
+    ada_target: float | None = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 500.0
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        if not 0.0 <= self.ada_p <= 1.0 or self.ada_kimg <= 0 or self.ada_interval < 1:
+            raise ValueError(
+                "need 0 <= ada_p <= 1, ada_kimg > 0 and ada_interval >= 1, got "
+                f"ada_p={self.ada_p}, ada_kimg={self.ada_kimg}, ada_interval={self.ada_interval}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         """Every option by name, in field order (values as given, not copied)."""
@@ -139,6 +166,7 @@ class FinetuneOptions(GANOptions):
     val_ema: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.noise_lr not in ("decoder", "encoder"):
             raise ValueError(f"noise_lr must be 'decoder' or 'encoder', got {self.noise_lr!r}")
 

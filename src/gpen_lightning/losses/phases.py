@@ -10,9 +10,16 @@ nothing here reads a value back to the host, so a training step stays asynchrono
 
 Batches from ``FaceDataModule``'s training loader carry per-sample keys (``host_seed``) and their
 global minibatch's (``host_batch_seed``): every draw of a phase (latents, noise maps, the mixing
-coin, the path-length probe) is keyed by them and the phase's salt, so a process draws for its
-samples exactly what one process with the whole global minibatch would. A batch without keys
-(made by hand) falls back to the process's own random streams.
+coin, the path-length probe, the augmentations) is keyed by them and the phase's salt, so a
+process draws for its samples exactly what one process with the whole global minibatch would. A
+batch without keys (made by hand) falls back to the process's own random streams.
+
+With an ``augment`` pipe (``losses.augment.AugmentPipe``: adaptive discriminator augmentation),
+every image D sees goes through it with the probability ``augment_p`` the module passes in: the
+reals and fakes of ``Dmain``, the reals of ``Dreg`` (R1 is the gradient with respect to the
+un-augmented reals, through the pipe), the fakes of ``Gmain`` (and, for feature matching, the
+reals with the same draws as the fakes). ``Dmain`` then also returns ``stats["ada_signs"]``
+(``[sum of sign(D(real)), count]``) for the module's controller.
 """
 
 from __future__ import annotations
@@ -26,16 +33,25 @@ from torch import nn
 
 from gpen_lightning.keyed import keyed_normal, mix
 from gpen_lightning.losses import gan, restoration
+from gpen_lightning.losses.augment import (
+    AUG_FAKE_D,
+    AUG_FAKE_G,
+    AUG_REAL,
+    AugmentPipe,
+    keyed_seeds,
+    sign_counts,
+)
 from gpen_lightning.zoo.generator import mixing_crossover
 
 __all__ = ["REGULARIZATION", "FinetuneLoss", "GANLoss", "PhaseLoss", "PhaseOutput", "PriorLoss"]
 
 REGULARIZATION = ("r1_gamma", "r1_every", "pl_weight", "pl_every", "pl_decay", "pl_batch_shrink")
 PhaseOutput = tuple[torch.Tensor, dict[str, torch.Tensor]]
-# every phase method: loss(batch, *, scaler=None, pl_mean=None, reduce_mean=None) -> PhaseOutput
-# (``scaler``: the fp16 GradScaler for the penalties' inner gradients; ``pl_mean``: the running
-# path-length mean, its update returned as ``stats["pl_mean"]``; ``reduce_mean``: a scalar's mean
-# over processes). A phase ignores the keywords it does not use.
+# every phase method: loss(batch, *, scaler=None, pl_mean=None, reduce_mean=None, augment_p=None)
+# -> PhaseOutput (``scaler``: the fp16 GradScaler for the penalties' inner gradients; ``pl_mean``:
+# the running path-length mean, its update returned as ``stats["pl_mean"]``; ``reduce_mean``: a
+# scalar's mean over processes; ``augment_p``: the augmentation probability, a 0-d tensor). A
+# phase ignores the keywords it does not use.
 PhaseLoss = Callable[..., PhaseOutput]
 # the salts of each phase's draws: mix(sample or minibatch seed, salt)
 D_FAKE, G_MAIN, PL_SAMPLE, PL_PROBE = 10, 11, 12, 13
@@ -54,6 +70,7 @@ class GANLoss:
         g_forward, d_forward: optional replacements of the networks' calls in the main phases
             (e.g. ``torch.compile`` of them); the regularization phases always run the eager
             modules, whose double backward every PyTorch backend supports.
+        augment: the augmentation pipe of every image D sees (None: off; see the module doc).
     """
 
     def __init__(
@@ -64,6 +81,7 @@ class GANLoss:
         regularization: Mapping[str, float],
         g_forward: Callable | None = None,
         d_forward: Callable | None = None,
+        augment: AugmentPipe | None = None,
     ) -> None:
         if set(regularization) != set(REGULARIZATION):
             raise ValueError(f"regularization needs exactly {REGULARIZATION}, got {regularization}")
@@ -75,6 +93,7 @@ class GANLoss:
         self.r1_every = int(r["r1_every"]) if self.r1_gamma > 0 else 0
         self.pl_every = int(r["pl_every"]) if self.pl_weight > 0 else 0
         self.pl_decay, self.pl_batch_shrink = r["pl_decay"], int(r["pl_batch_shrink"])
+        self.augment = augment
 
     # -- the stage-specific parts ------------------------------------------------------------
     def real(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -83,6 +102,18 @@ class GANLoss:
         fmt = getattr(self.D, "memory_format", None)
         hq = batch["hq"]
         return hq if fmt is None else hq.contiguous(memory_format=fmt)
+
+    def d_view(
+        self, images: torch.Tensor, batch: dict, salt: int, p: torch.Tensor | None
+    ) -> torch.Tensor:
+        """What D sees of ``images`` (B, 3, S, S): augmented with probability ``p`` (keyed per
+        sample by ``salt``) when there is a pipe and a ``p``, in D's activation layout."""
+        if self.augment is None or p is None:
+            return images
+        seeds = keyed_seeds(batch.get("host_seed"), salt, len(images))
+        out = self.augment(images, p, seeds=seeds)
+        fmt = getattr(self.D, "memory_format", None)
+        return out if fmt is None else out.contiguous(memory_format=fmt)
 
     def fake(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Generated images for the D phase, without a graph: (B, 3, S, S)."""
@@ -96,18 +127,30 @@ class GANLoss:
         raise NotImplementedError
 
     # -- shared phases ---------------------------------------------------------------------------
-    def d_main(self, batch: dict[str, torch.Tensor], **_) -> PhaseOutput:
+    def d_main(
+        self, batch: dict[str, torch.Tensor], *, augment_p: torch.Tensor | None = None, **_
+    ) -> PhaseOutput:
         with torch.no_grad():
             fake = self.fake(batch)
-        loss = gan.d_logistic_loss(self.d_main_forward(self.real(batch)), self.d_main_forward(fake))
-        return loss, {"train/loss_d": loss.detach()}
+        real_logits = self.d_main_forward(self.d_view(self.real(batch), batch, AUG_REAL, augment_p))
+        fake_logits = self.d_main_forward(self.d_view(fake, batch, AUG_FAKE_D, augment_p))
+        loss = gan.d_logistic_loss(real_logits, fake_logits)
+        stats = {"train/loss_d": loss.detach()}
+        if self.augment is not None:
+            stats["ada_signs"] = sign_counts(real_logits)
+        return loss, stats
 
     def d_reg(
-        self, batch: dict[str, torch.Tensor], *, scaler: torch.amp.GradScaler | None = None, **_
+        self,
+        batch: dict[str, torch.Tensor],
+        *,
+        scaler: torch.amp.GradScaler | None = None,
+        augment_p: torch.Tensor | None = None,
+        **_,
     ) -> PhaseOutput:
         """gamma / 2 * interval * R1 (lazy regularization)."""
         real = self.real(batch).detach().requires_grad_(True)
-        logits = self.D(real)
+        logits = self.D(self.d_view(real, batch, AUG_REAL, augment_p))
         r1 = gan.r1_penalty(logits, real, scaler=scaler)
         # 0 * logits keeps every D output in the graph (DDP sees all parameters used)
         loss = self.r1_gamma / 2 * self.r1_every * r1 + 0 * logits.sum()
@@ -191,10 +234,13 @@ class PriorLoss(GANLoss):
         zs, cut, noise = self.latents(batch, D_FAKE)
         return self.g_main_forward(zs, inject_index=cut, noise=noise)
 
-    def g_main(self, batch: dict[str, torch.Tensor], **_) -> PhaseOutput:
+    def g_main(
+        self, batch: dict[str, torch.Tensor], *, augment_p: torch.Tensor | None = None, **_
+    ) -> PhaseOutput:
         zs, cut, noise = self.latents(batch, G_MAIN)
+        fake = self.g_main_forward(zs, inject_index=cut, noise=noise)
         loss = gan.g_nonsaturating_loss(
-            self.d_main_forward(self.g_main_forward(zs, inject_index=cut, noise=noise))
+            self.d_main_forward(self.d_view(fake, batch, AUG_FAKE_G, augment_p))
         )
         return loss, {"train/loss_g": loss.detach()}
 
@@ -234,19 +280,22 @@ class FinetuneLoss(GANLoss):
         return self.g_main_forward(batch["lq"])
 
     def generator_terms(
-        self, batch: dict[str, torch.Tensor]
+        self, batch: dict[str, torch.Tensor], *, augment_p: torch.Tensor | None = None
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """The unweighted terms of the generator loss and the output GPEN(LQ) (B, 3, S, S)."""
+        """The unweighted terms of the generator loss and the output GPEN(LQ) (B, 3, S, S).
+        With augmentation, the output and (for feature matching) HQ get the same draws."""
         lq, hq = batch["lq"], batch["hq"]
         out = self.g_main_forward(lq)
+        seen = self.d_view(out, batch, AUG_FAKE_G, augment_p)
         terms = {}
         if self.weights.get("fm", 0) != 0:
-            logits, fake_feats = self.d_main_forward(out, return_features=True)
+            logits, fake_feats = self.d_main_forward(seen, return_features=True)
             with torch.no_grad():
-                _, real_feats = self.d_main_forward(self.real(batch), return_features=True)
+                real = self.d_view(self.real(batch), batch, AUG_FAKE_G, augment_p)
+                _, real_feats = self.d_main_forward(real, return_features=True)
             terms["fm"] = restoration.feature_matching_loss(fake_feats, real_feats)
         else:  # no feature matching (the official script): no D pass over the HQ faces
-            logits = self.d_main_forward(out)
+            logits = self.d_main_forward(seen)
         terms["adv"] = gan.g_nonsaturating_loss(logits)
         terms["content"] = restoration.content_loss(out, hq, kind=self.content)
         if "id" in self.weights:
@@ -255,8 +304,10 @@ class FinetuneLoss(GANLoss):
             terms["lpips"] = self.lpips(out.float(), hq.float()).mean()
         return terms, out
 
-    def g_main(self, batch: dict[str, torch.Tensor], **_) -> PhaseOutput:
-        terms, _ = self.generator_terms(batch)
+    def g_main(
+        self, batch: dict[str, torch.Tensor], *, augment_p: torch.Tensor | None = None, **_
+    ) -> PhaseOutput:
+        terms, _ = self.generator_terms(batch, augment_p=augment_p)
         total = sum(self.weights[k] * v for k, v in terms.items())
         stats = {"train/loss_g": total.detach()}
         stats.update({f"train/{k}": v.detach() for k, v in terms.items()})

@@ -14,6 +14,12 @@ running ahead:
   ``check_every`` minibatches, before every checkpoint and at the end (``check_health``);
 - scalars are logged every ``log_every`` minibatches.
 
+With ``augment=ada`` every image D sees goes through ``losses.augment.AugmentPipe`` with
+probability ``ada_p`` (a checkpointed buffer, logged as ``train/ada_p``): ``Dmain`` returns the
+signs of D's outputs on the reals, summed over processes each minibatch into ``ada_signs`` (also
+checkpointed, so every process and every resume holds the global count), and every
+``ada_interval`` minibatches ``ada_adjust`` moves p toward ``ada_target`` (None: p stays fixed).
+
 Progress is counted in images (kimg), never in ``trainer.global_step``, which Lightning advances
 once per optimizer step.
 """
@@ -33,6 +39,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gpen_lightning.io import atomic_save
+from gpen_lightning.losses.augment import AugmentPipe, ada_adjust
 from gpen_lightning.losses.phases import REGULARIZATION, GANLoss, PhaseLoss, PhaseOutput
 from gpen_lightning.training.ema import ema_beta, update_ema
 from gpen_lightning.training.grads import sanitize_grads, world_size
@@ -83,8 +90,9 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 
 
 def _all_reduce(x: torch.Tensor, op: str) -> torch.Tensor:
-    """``x`` reduced over processes (``"min"`` or ``"mean"``) without a barrier; identity when not
-    distributed. Lightning's ``strategy.reduce`` adds a barrier, which blocks the host."""
+    """``x`` reduced over processes (``"min"``, ``"mean"`` or ``"sum"``) without a barrier;
+    identity when not distributed. Lightning's ``strategy.reduce`` adds a barrier, which blocks the
+    host."""
     n_proc = world_size()
     if n_proc == 1:
         return x
@@ -99,8 +107,8 @@ class GANModule(L.LightningModule):
     (the G network the optimizer trains and ``g_ema`` averages: the prior's ``Generator``, or the
     whole ``GPEN`` when fine-tuning; a property, not a second registered name of that network,
     which would store it twice in every checkpoint), and read ``hparams`` ``max_kimg``,
-    ``max_nan_streak``, ``ema_half_life_kimg``, ``ema_rampup``, ``log_every`` and
-    ``check_every``."""
+    ``max_nan_streak``, ``ema_half_life_kimg``, ``ema_rampup``, ``log_every``, ``check_every``
+    and the ``augment`` / ``ada_*`` options."""
 
     loss: GANLoss
     trained_generator: nn.Module
@@ -112,6 +120,10 @@ class GANModule(L.LightningModule):
         for name in (*_COUNTERS, "nonfinite_grads", "nonfinite_losses"):
             self.register_buffer(name, torch.zeros((), dtype=torch.long))
         self.register_buffer("pl_mean", torch.zeros(()))
+        # adaptive augmentation: p, and [sum of sign(D(real)), count] since the last adjustment
+        self.register_buffer("ada_p", torch.zeros(()))
+        self.register_buffer("ada_signs", torch.zeros(2, dtype=torch.long))
+        self._ada_loaded = False  # a state dict set ada_p; else it starts at hparams ada_p
         # Consecutive minibatches with a non-finite loss (now, and the most since the last check).
         self.register_buffer("nan_streak", torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("max_nan_streak", torch.zeros((), dtype=torch.long), persistent=False)
@@ -129,6 +141,9 @@ class GANModule(L.LightningModule):
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith(("trained.", "trained_generator."))]:
             del state[key]
+        if state and "ada_p" not in state:  # written before adaptive augmentation
+            state["ada_p"] = torch.tensor(float(self.hparams.get("ada_p", 0.0)))
+            state["ada_signs"] = torch.zeros(2, dtype=torch.long)
 
     # -- progress ----------------------------------------------------------------------------
     @property
@@ -147,6 +162,7 @@ class GANModule(L.LightningModule):
 
     def _read_progress(self) -> None:
         self.progress = {name: int(getattr(self, name)) for name in _COUNTERS}
+        self._ada_loaded = True
 
     def regularization(self) -> dict[str, Any]:
         """The lazy-regularization settings of ``hparams`` for the loss object."""
@@ -159,8 +175,10 @@ class GANModule(L.LightningModule):
 
     @property
     def phases(self) -> tuple[TrainingPhase, ...]:
-        """The phase records, in the order they run (built once, on first use)."""
+        """The phase records, in the order they run (built once, on first use, with the
+        augmentation pipe of ``augment``)."""
         if self._phases is None:
+            self._configure_augment()
             loss, g, d = self.loss, self.trained_generator, self.discriminator
             self._phases = (
                 TrainingPhase("Dmain", d, 1, 1, loss.d_main),
@@ -169,6 +187,15 @@ class GANModule(L.LightningModule):
                 TrainingPhase("Greg", g, 0, loss.pl_every, loss.g_reg, "pl_steps"),
             )
         return self._phases
+
+    def _configure_augment(self) -> None:
+        """Give the loss object its augmentation pipe (``augment=ada``); p starts at ``ada_p``
+        unless a checkpoint restored it."""
+        if self.hparams.get("augment", "none") != "ada":
+            return
+        self.loss.augment = AugmentPipe()
+        if not self._ada_loaded:
+            self.ada_p.fill_(self.hparams.ada_p)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         optimizers = self.optimizers()
@@ -192,7 +219,12 @@ class GANModule(L.LightningModule):
         after an overflowing step) and recompute, up to 16 times (this reads the loss back: fp16
         penalties only)."""
         scaler = self._scaler()
-        kw = dict(scaler=scaler, pl_mean=self.pl_mean, reduce_mean=lambda x: _all_reduce(x, "mean"))
+        kw = dict(
+            scaler=scaler,
+            pl_mean=self.pl_mean,
+            reduce_mean=lambda x: _all_reduce(x, "mean"),
+            augment_p=self.ada_p,
+        )
         for _ in range(16):
             loss, stats = phase.loss(batch, **kw)
             if scaler is None or phase.counter is None or bool(torch.isfinite(loss)):
@@ -218,6 +250,9 @@ class GANModule(L.LightningModule):
         new_mean = stats.pop("pl_mean", None)
         if new_mean is not None:
             self.pl_mean.copy_(torch.where(finite, new_mean, self.pl_mean))
+        signs = stats.pop("ada_signs", None)
+        if signs is not None:  # summed over processes now: any process's checkpoint has them all
+            self.ada_signs += torch.round(_all_reduce(signs, "sum").double()).long()
         logs.update(stats)
         return finite
 
@@ -248,9 +283,26 @@ class GANModule(L.LightningModule):
         self.progress["batches"] += 1
         self.nan_streak.mul_(bad).add_(bad.long())  # +1 on a bad minibatch, else back to 0
         torch.maximum(self.max_nan_streak, self.nan_streak, out=self.max_nan_streak)
+        self._adapt_augment(global_batch, logs)
         self._stats.update(logs)  # lazy regularizers report on their own minibatches
         if self.progress["batches"] % max(1, self.hparams.log_every) == 0:
             self._log(batch, beta, dict(self._stats))
+
+    def _adapt_augment(self, global_batch: int, logs: dict) -> None:
+        """Every ``ada_interval`` minibatches, move p by the sign statistic (StyleGAN2-ADA)."""
+        if self.loss.augment is None:
+            return
+        target, interval = self.hparams.ada_target, max(1, self.hparams.ada_interval)
+        if target is not None and self.progress["batches"] % interval == 0:
+            counts = self.ada_signs
+            logs["train/ada_rt"] = counts[0].to(self.ada_p) / counts[1].clamp(min=1)
+            images = global_batch * interval
+            new_p = ada_adjust(
+                self.ada_p, counts, target=target, images=images, ada_kimg=self.hparams.ada_kimg
+            )
+            self.ada_p.copy_(new_p)
+            self.ada_signs.zero_()
+        logs["train/ada_p"] = self.ada_p.detach().clone()
 
     def _log(self, batch: int, beta: float, logs: dict) -> None:
         now = time.perf_counter()

@@ -75,6 +75,7 @@ class Scorer:
     inception: torch.nn.Module | None = None  # metrics.fid.InceptionFeatures
     cache: FeatureCache = field(default_factory=lambda: FeatureCache(None))
     sources: dict[str, str] = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @classmethod
     def load(
@@ -92,7 +93,7 @@ class Scorer:
         """Load what is configured; a missing weight file or package is named in a warning with
         how to get it, and that metric is skipped (the others run)."""
         tm = package_version("torchmetrics")
-        scorer = cls(cache=FeatureCache(fid_cache))
+        scorer = cls(cache=FeatureCache(fid_cache), device=torch.device(device))
         scorer.sources = {"psnr": f"{tm} (RGB, [0, 1])", "ssim": f"{tm} (RGB, Gaussian 11, 1.5)"}
         loaders = {
             "lpips": (lpips_weights, lambda: networks.load_lpips(lpips_weights, lpips_net)),
@@ -114,10 +115,6 @@ class Scorer:
         scorer.sources.update(_sources(scorer, lpips_net, lpips_weights, id_weights, fid_weights))
         return scorer
 
-    @property
-    def device(self) -> torch.device:
-        nets = [n for n in (self.lpips, self.arcface, self.inception) if n is not None]
-        return next(nets[0].parameters()).device if nets else torch.device("cpu")
 
     @torch.no_grad()
     def reference(self, hq: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -202,6 +199,7 @@ class ScoreBook:
         self.feats: dict[str, list[torch.Tensor]] = {}
         self.digests: dict[str, Any] = {}  # hashlib sha256 objects
         self.cached: dict[str, torch.Tensor] = {}
+        self.keys: dict[str, str] = {}
         self.swds: dict[str, SlicedWassersteinDistance] = {}
 
     def use_cache(self, method: str, digest: str) -> bool:
@@ -209,7 +207,9 @@ class ScoreBook:
         was featurised before (then ``add`` skips the network for it). True if found."""
         if self.scorer.inception is None:
             return False
-        found = self.scorer.cache.get(FeatureCache.key(digest, self.scorer.inception))
+        key = FeatureCache.key(digest, self.scorer.inception)
+        self.keys[method] = key  # written under the set's key when computed
+        found = self.scorer.cache.get(key)
         if found is not None:
             self.cached[method] = found
         return found is not None
@@ -234,8 +234,9 @@ class ScoreBook:
         if method in self.cached:
             return self.cached[method]
         feats = torch.cat(self.feats[method])
-        digest = self.digests[method].hexdigest()
-        self.scorer.cache.put(FeatureCache.key(digest, self.scorer.inception), feats)
+        digest = self.digests[method].hexdigest()  # a set without a folder: its pixels
+        key = self.keys.get(method) or FeatureCache.key(digest, self.scorer.inception)
+        self.scorer.cache.put(key, feats)
         self.cached[method] = feats
         return feats
 

@@ -221,15 +221,27 @@ def start_server(out: Path, *overrides: str) -> ServeStage:
 def server(tmp_path_factory):
     """A running app: (url, stage). On teardown its temporary folder must be gone."""
     out = tmp_path_factory.mktemp("serve")
-    stage = start_server(out, "concurrency=2")
+    stage = start_server(out, "concurrency=2", f"auth={':'.join(AUTH)}")
     yield stage.url, stage
     stage.close()
     assert sorted(p.name for p in out.iterdir()) == ["results"]  # gradio/ removed on close
     assert os.environ.get("GRADIO_TEMP_DIR") != str(stage.temp_dir)  # the environment restored
 
 
-def client(url: str, folder: Path):
-    return gradio_client.Client(url, verbose=False, download_files=str(folder))
+AUTH = ("ann", "s3cret")  # the module server's login
+
+
+def client(url: str, folder: Path, auth: tuple[str, str] | None = AUTH):
+    return gradio_client.Client(url, auth=auth, verbose=False, download_files=str(folder))
+
+
+def test_the_server_asks_for_its_login(server, tmp_path):
+    url, _ = server
+    for wrong in (None, ("ann", "guess")):
+        with pytest.raises(Exception, match=r"(?i)login"):
+            client(url, tmp_path, auth=wrong).predict(
+                gradio_client.handle_file(str(face_photo(tmp_path / "p.png"))), api_name="/restore"
+            )
 
 
 def test_api_restores_bad_uploads_fail_and_the_server_goes_on(server, tmp_path):
@@ -268,8 +280,9 @@ def test_api_restores_a_clip_with_its_audio_and_refuses_a_broken_one(server, tmp
     assert faces >= 5 and "unchanged" not in notes
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
-    with pytest.raises(gradio_client.exceptions.AppError, match="broken"):
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"broken\.mp4 is not a") as err:
         api.predict(gradio_client.handle_file(str(broken)), api_name="/restore_video")
+    assert "/" not in str(err.value) and "Errno" not in str(err.value)  # no server paths
 
 
 def test_api_restores_a_real_photo_at_the_requested_size(server, tmp_path):

@@ -5,6 +5,7 @@ message for the page; the folder of a failed request is removed."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -37,6 +38,12 @@ FACE_SIZE_RATIO = 2.0
 
 class RequestError(ValueError):
     """An upload the app cannot restore; the message says what is wrong and what to do."""
+
+
+def _readable(err: Exception, path: Path) -> str:
+    """An error's message for the page: the upload's own name, not the server's path to it, and
+    no errno codes."""
+    return re.sub(r"\[Errno -?\d+\] ", "", str(err).replace(str(path), path.name))
 
 
 class Workspace:
@@ -88,8 +95,7 @@ def read_image(path: str | Path | None, *, max_pixels: int, upscale: float = 1.0
     try:
         return read_rgb(path).permute(1, 2, 0).numpy()
     except ValueError as err:
-        reason = str(err).replace(str(path), path.name)
-        raise RequestError(f"{reason} (truncated or corrupt file?)") from None
+        raise RequestError(f"{_readable(err, path)} (truncated or corrupt file?)") from None
 
 
 def face_size_warning(result: RestoreResult, *, size: int, upscale: float) -> str | None:
@@ -213,7 +219,7 @@ def restore_clip(
     try:
         info = probe(path)
     except VideoError as err:
-        raise RequestError(str(err).replace(str(path), path.name)) from None
+        raise RequestError(_readable(err, path)) from None
     if info.width * info.height * options.upscale**2 > max_pixels:
         raise RequestError(
             f"{path.name}: frames of {info.width}x{info.height} x upscale "
@@ -226,7 +232,7 @@ def restore_clip(
         report = restore_video(restorer, path, dst, frames_per_batch=frames_per_batch, crf=crf)
     except (VideoError, ValueError) as err:
         shutil.rmtree(folder, ignore_errors=True)
-        raise RequestError(str(err).replace(str(path), path.name)) from None
+        raise RequestError(_readable(err, path)) from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

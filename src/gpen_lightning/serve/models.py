@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gpen_lightning.io import latest_file
 from gpen_lightning.restore.detect import RetinaFaceDetector
 from gpen_lightning.restore.restorer import Detection, Paste, Restorer
@@ -216,6 +218,12 @@ class Models:
             detection=self.detection,
             paste=Paste(),
         )
+
+    def warm_up(self) -> None:
+        """Load the default network and the detector's session now, once, before any request
+        (concurrent first requests would otherwise each start loading them)."""
+        self.get()
+        self.detector(np.zeros((64, 64, 3), np.uint8))
 
     def describe(self, choice: str | None = None) -> str:
         """What the picker's ``choice`` is: its weights and the face size its network restores

@@ -88,7 +88,7 @@ class ServeStage:
             detector_weights=self.detector_weights,
             max_loaded=self.max_loaded,
         )
-        models.get()  # load once at start: the first request does not wait, errors show now
+        models.warm_up()  # load once at start: the first request does not wait, errors show now
         return models
 
     def start(self) -> str:

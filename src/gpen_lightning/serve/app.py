@@ -109,7 +109,7 @@ def _photo_fn(models: Models, workspace: Workspace, settings: AppSettings):
                 workspace=workspace,
                 max_pixels=settings.max_pixels,
             )
-        except (RequestError, ValueError, FileNotFoundError) as err:
+        except (RequestError, ValueError, TypeError, FileNotFoundError) as err:
             raise _as_page_error(err) from None
         return str(r.image), (r.before, r.after), r.faces, str(r.archive), _notes(r.notes)
 
@@ -133,7 +133,7 @@ def _video_fn(models: Models, workspace: Workspace, settings: AppSettings):
                 frames_per_batch=settings.frames_per_batch,
                 crf=settings.crf,
             )
-        except (RequestError, ValueError, FileNotFoundError) as err:
+        except (RequestError, ValueError, TypeError, FileNotFoundError) as err:
             raise _as_page_error(err) from None
         return str(r.video), _notes(r.notes)
 

@@ -114,27 +114,21 @@ class Paste:
         upscale: output scale of whole photos (the background by ``bg_upsampler``).
         alpha: blend of restored and original crop (1: restored only).
         paste_mask: "hull" (default: each face's own region from its landmarks, feathered by a
-            tenth of the eye distance: ``hull_mask``) or "template" (the template's feathered
-            square, as the official code). Measured on ../shared/data/wild/whole
-            (``benchmarks/seams.py``), the hull's seam is 0.34x (colour drift) and 0.44x
-            (changed texture) the square's.
+            tenth of the eye distance: ``hull_mask``; seams 0.34-0.44x the square's,
+            ``benchmarks/seams.py``) or "template" (the official feathered square).
         mask: soft paste mask (1, 1, S, S) in [0, 1] for every face (a parsing-network mask can
             be plugged in); default: ``paste_mask``'s.
-        small_face: restored faces whose box has a side shorter than this (px, input image) are
-            smoothed with the [1, 2, 1] / 4 binomial kernel before blending, as the official
-            pipeline does (shorter side < 100 px): GPEN invents high-frequency detail that does
-            not belong in a face a few dozen pixels wide.
-        face_upscale: with ``upscale`` > 1, paste the faces at the output resolution (the
-            network's S px detail lands in the upscaled photo); False pastes at the input
-            resolution and resizes the whole composite.
-        bg_upsampler: how the background is upscaled: "bicubic" (default), "realesrgan" (an
-            RRDBNet, RealESRNet / Real-ESRGAN x2 or x4, from ``bg_weights``, as the official demo's
-            ``--use_sr``: ``restore.background.RRDBUpsampler``) or any callable
+        small_face: restored faces whose box has a side shorter than this (px) are smoothed by
+            the [1, 2, 1] / 4 binomial before blending, as the official pipeline (``smooth_small``).
+        face_upscale: with ``upscale`` > 1, paste the faces at the output resolution; False
+            pastes at the input's and resizes the whole composite.
+        bg_upsampler: "bicubic" (default), "realesrgan" (an RRDBNet file, RealESRNet /
+            Real-ESRGAN x2 or x4, in ``bg_weights``, as the official demo's ``--use_sr``;
+            ``restore.background.RRDBUpsampler``) or a callable
             ``(image (3, H, W) float [0, 1], scale) -> (3, round(sH), round(sW))``.
-        bg_weights: the RRDBNet file of ``bg_upsampler="realesrgan"``.
-        bg_tile: its tile side in input pixels (0: the whole photo at once; 400 keeps a 4K
-            photo's activations near 2 GB).
-        bg_tile_pad: context around each tile (px; the official 10).
+        bg_weights: the RRDBNet file of "realesrgan".
+        bg_tile: its tile side in input px (0: the whole photo at once).
+        bg_tile_pad: the context read around each tile (px; official: 10).
         draw_boxes: draw each restored face's box and landmarks on the output (debugging).
     """
 

@@ -1,9 +1,15 @@
 """``train(cfg)``: build the data, module, callbacks, loggers and trainer of a composed config and
-fit. Called by ``python -m gpen_lightning stage=prior|finetune`` and directly by tests."""
+fit. Called by ``python -m gpen_lightning stage=prior|finetune`` and directly by tests.
+
+``objective(result, metric)``: the value a sweeper optimizes (``optimized_metric``, e.g. the
+prior's ``val/swd`` or fine-tuning's ``val/psnr``); a diverged run or a missing or non-finite
+value raises ``TrialFailed``, which Hydra records as a failed job and the Optuna sweeper as a
+failed trial, without ending the sweep."""
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import warnings
 from collections.abc import Sequence
@@ -22,7 +28,7 @@ from gpen_lightning.runtime import close_process_group, process_count
 from gpen_lightning.training.callbacks import AtomicCheckpointIO, KimgCheckpoint, SampleGrid
 from gpen_lightning.training.distributed import PhaseDDPStrategy
 
-__all__ = ["build_run", "ddp_strategy", "train"]
+__all__ = ["TrialFailed", "build_run", "ddp_strategy", "objective", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +140,34 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     _report(result, trainer)
     return result
+
+
+class TrialFailed(RuntimeError):
+    """A sweep job without a usable objective value: it diverged, or its metric is missing or
+    not finite."""
+
+
+def objective(result: dict[str, Any], metric: str) -> float:
+    """The value of ``metric`` in a ``train`` result: from the validation after training when
+    there was one, else the last logged value (the prior's ``val/swd`` is logged at the end).
+
+    Raises:
+        TrialFailed: the run diverged, or ``metric`` was not logged or is NaN/inf.
+    """
+    where = result["output_dir"]
+    if result["diverged"]:
+        raise TrialFailed(f"the run diverged (non-finite losses); its outputs are in {where}")
+    values = {**result["metrics"], **(result.get("validation_last") or {})}
+    if metric not in values:
+        raise TrialFailed(
+            f"optimized_metric={metric} was not logged by the run in {where}; logged: "
+            f"{sorted(values)}. Set optimized_metric to one of them (the prior logs val/swd "
+            "with callbacks.swd on, fine-tuning val/psnr with validate_last=true)."
+        )
+    value = float(values[metric])
+    if not math.isfinite(value):
+        raise TrialFailed(f"{metric} = {value} in the run in {where}")
+    return value
 
 
 def _scalars(results: list[dict] | None) -> dict[str, float] | None:

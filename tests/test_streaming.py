@@ -4,7 +4,8 @@ Each rank's loader (LitData read in a worker) deals its share of the 1-process o
 inside it. From the command line, in 2 gloo processes every training face of an epoch is seen
 exactly once, half on each, with the keys 1 process gives it; they train the weights 1 process
 trains (float64); a run stopped inside an epoch and resumed through ``ckpt_path`` on 2
-processes continues each one's stream where it stopped and ends on the uninterrupted weights."""
+processes continues each one's stream where it stopped and ends on the uninterrupted weights,
+also when the loader is built before Lightning restores its loops (Lightning issue 20550)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,15 @@ class SeenFaces(L.Callback):
         torch.save(self.seen, self.path / f"rank{trainer.global_rank}.pt")
 
 
+class ReadsSteppingBatches(L.Callback):
+    """Reads ``trainer.estimated_stepping_batches`` as a scheduler in ``configure_optimizers``
+    would, before Lightning restores its loops: the training loader is built then (Lightning
+    issue 20550)."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        assert trainer.estimated_stepping_batches > 0
+
+
 def _train(tmp_path: Path, name: str, *overrides: str) -> tuple[Path, list[list]]:
     """A CLI run with ``SeenFaces``; its folder and each process's faces."""
     run, seen = tmp_path / name, tmp_path / f"{name}-seen"
@@ -97,13 +107,13 @@ def _train(tmp_path: Path, name: str, *overrides: str) -> tuple[Path, list[list]
 
 
 # float64 prior runs on the packed faces: 12 global minibatches of 8 (an epoch and 5), R1 and
-# path length every 4, a checkpoint every 6 (inside the first epoch, and at the end)
+# path length every 4, a checkpoint after 9 (inside the second epoch) and at the end
 STREAM = [
     "stage=prior",
     *EXACT,
     "data=streaming",
     "data.num_workers=0",
-    "model.recipe.ckpt_every_kimg=0.048",
+    "model.recipe.ckpt_every_kimg=0.072",
     "validate_first=false",
     "validate_last=false",
 ]
@@ -129,10 +139,12 @@ def test_two_processes_see_each_face_once_train_the_same_weights_and_resume_the_
     assert int(last_state(one)["images_seen"]) == int(last_state(two)["images_seen"]) == 96
     assert max_diff(weights, exported(two / "prior.pt")) <= 1e-4
 
-    # the 1-process run's snapshot after 6 of the epoch's 7 minibatches, resumed on 2 processes
-    # through ckpt_path: each continues its share of the stream where it stopped, same weights
-    ckpt = one / "checkpoints" / "kimg_000000.048.ckpt"
-    resumed, rest = _train(tmp_path, "resumed", *full, *TWO, f"ckpt_path={ckpt}")
-    assert [r == ranks[rank][6 * PER_RANK :] for rank, r in enumerate(rest)] == [True, True]
+    # the 1-process run's snapshot after 9 minibatches (2 into the second epoch), resumed on 2
+    # processes through ckpt_path, the loader built early: each process continues its share of
+    # the stream where it stopped, and they end on the same weights
+    ckpt = one / "checkpoints" / "kimg_000000.072.ckpt"
+    early = f"+callbacks.steps._target_={__name__}.ReadsSteppingBatches"
+    resumed, rest = _train(tmp_path, "resumed", *full, *TWO, f"ckpt_path={ckpt}", early)
+    assert [r == ranks[rank][9 * PER_RANK :] for rank, r in enumerate(rest)] == [True, True]
     assert int(last_state(resumed)["images_seen"]) == 96
     assert max_diff(exported(resumed / "prior.pt"), weights) <= 1e-4

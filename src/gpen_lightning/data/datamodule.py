@@ -100,6 +100,7 @@ class FaceDataModule(L.LightningDataModule):
         # global minibatches trained so far: where the run stands in the global order, saved in
         # checkpoints (state_dict) so that a resumed run continues it exactly
         self.trained_batches = 0
+        self.train_sampler: GlobalOrderSampler | None = None  # the last training loader's
 
     def state_dict(self) -> dict[str, int]:
         """``{"batches"}``: the global minibatches trained so far (the data epoch and the place
@@ -107,8 +108,11 @@ class FaceDataModule(L.LightningDataModule):
         return {"batches": self.trained_batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume: the next training loader continues after ``state["batches"]`` minibatches."""
+        """Resume: the training loader (the next, or one already built) continues after
+        ``state["batches"]`` minibatches."""
         self.trained_batches = int(state["batches"])
+        if self.train_sampler is not None:
+            self.train_sampler.seek(self.trained_batches)
 
     def _dataset(self, root, *, flip: bool) -> Dataset:
         if root is None:
@@ -142,20 +146,17 @@ class FaceDataModule(L.LightningDataModule):
         sampler = None
         if train:
             trainer = self.trainer
-            world = trainer.world_size if trainer is not None else 1
-            per_epoch = len(dataset) // (self.batch_size * world)
-            epoch, start = divmod(self.trained_batches, max(per_epoch, 1))
             sampler = GlobalOrderSampler(
                 dataset,
                 batch_size=self.batch_size,
-                world_size=world,
+                world_size=trainer.world_size if trainer is not None else 1,
                 rank=trainer.global_rank if trainer is not None else 0,
                 seed=self.seed,
-                epoch=epoch,
-                start=start,
-                # Lightning's epochs count from where its own loop resumed; the data's from 0
-                epoch_offset=epoch - (trainer.current_epoch if trainer is not None else 0),
             )
+            sampler.seek(self.trained_batches)
+            # kept to be moved by load_state_dict: Lightning may build the loader before it
+            # restores the datamodule (estimated_stepping_batches, Lightning issue 20550)
+            self.train_sampler = sampler
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.val_batch_size,

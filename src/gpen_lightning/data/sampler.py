@@ -41,7 +41,9 @@ class GlobalOrderSampler(DistributedSampler):
             handed out again. A later epoch starts from its beginning.
         epoch_offset: data epoch minus Lightning's epoch (``set_epoch`` gets Lightning's, which
             counts from wherever its loop resumed, e.g. a new epoch after a run that stopped
-            inside one).
+            inside one). None: set by the first ``set_epoch``, whose epoch is the one
+            ``epoch`` / ``start`` (or ``seek``) resume in; it does not matter whether the loader
+            was built before or after Lightning restored its loops.
     """
 
     def __init__(
@@ -54,7 +56,7 @@ class GlobalOrderSampler(DistributedSampler):
         seed: int = 0,
         epoch: int = 0,
         start: int = 0,
-        epoch_offset: int = 0,
+        epoch_offset: int | None = 0,
     ) -> None:
         super().__init__(
             dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
@@ -72,8 +74,16 @@ class GlobalOrderSampler(DistributedSampler):
         if not 0 <= start * self.global_batch <= self.total_size:
             raise ValueError(f"start={start} minibatches is outside an epoch of this data")
 
+    def seek(self, batches: int) -> None:
+        """Continue after ``batches`` global minibatches from the first epoch's start (a resumed
+        run); the next ``set_epoch`` is taken to be the epoch they end in."""
+        self.epoch, self.start = divmod(batches, self.total_size // self.global_batch)
+        self.epoch_offset = None
+
     def set_epoch(self, epoch: int) -> None:
         """Lightning's epoch ``epoch`` is data epoch ``epoch + epoch_offset``."""
+        if self.epoch_offset is None:
+            self.epoch_offset = self.epoch - epoch
         if epoch + self.epoch_offset != self.epoch:
             self.start = 0  # the resumed epoch is over
         super().set_epoch(epoch + self.epoch_offset)

@@ -102,11 +102,13 @@ class StreamingFaces(Dataset):
             shuffle=False,  # read by index: the order is the sampler's
             **options,
         )
-        if len(self.stream) == 0:
+        # every face: len(self.stream) is this rank's share of LitData's own iteration
+        self.length = sum(end - start for start, end in self.stream.region_of_interest)
+        if self.length == 0:
             raise ValueError(f"the prepared dataset {self.root} holds no faces")
 
     def __len__(self) -> int:
-        return len(self.stream)
+        return self.length
 
     def __getitem__(self, index: int) -> dict:
         sample = self.stream[int(index)]

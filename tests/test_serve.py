@@ -30,6 +30,7 @@ from gpen_lightning.serve.models import Models, RequestOptions, find_weights, wi
 from gpen_lightning.serve.stage import ServeStage, parse_auth
 from gpen_lightning.testing_clips import synthetic_clip
 from gpen_lightning.zoo.presets import build
+from gpen_lightning.zoo.rrdbnet import RRDBNet
 
 from .conftest import shared_path
 
@@ -159,6 +160,31 @@ def test_request_options_are_validated():
     for bad in ({"alpha": 1.5}, {"upscale": 0.5}, {"paste_mask": "oval"}, {"bg_upsampler": "x"}):
         with pytest.raises(ValueError):
             RequestOptions(**bad)
+
+
+def test_background_upsampler_choices_follow_bg_weights(models, tmp_path):
+    photo = read_image(face_photo(tmp_path / "p.png"), max_pixels=10**7)
+    assert list(models.upsamplers) == ["bicubic"]
+    with pytest.raises(ValueError, match="start it with bg_weights"):
+        models.view(None, RequestOptions(bg_upsampler="realesrgan"))
+    torch.manual_seed(0)
+    net = RRDBNet(scale=2, num_feat=4, num_block=1, num_grow_ch=2)
+    torch.save({"params_ema": net.state_dict()}, tmp_path / "x2.pth")
+    sr = Models(
+        weights=None, weights_dir=None, model="gpen-tiny-32", runs_root=tmp_path, device="cpu",
+        bg_weights=str(tmp_path / "x2.pth"), bg_tile=0,
+    )  # fmt: skip
+    assert list(sr.upsamplers) == ["bicubic", "realesrgan"]
+    up = sr.upsamplers["realesrgan"]
+    out = sr.view(None, RequestOptions(upscale=2, bg_upsampler="realesrgan")).restore(photo)
+    bicubic = sr.view(None, RequestOptions(upscale=2)).restore(photo)
+    assert sr.view(None, RequestOptions()).net is sr.view(None, RequestOptions()).net
+    expected = up(torch.from_numpy(photo).permute(2, 0, 1).float() / 255, 2.0)
+    expected = (expected * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    # the background right of the face (input x >= 210 px) is the RRDBNet's, not bicubic's
+    right = np.s_[:, 420:]
+    assert np.abs(out.image[right].astype(int) - expected[right]).max() <= 1
+    assert np.abs(bicubic.image[right].astype(int) - expected[right]).mean() > 5
 
 
 def test_model_picker_lists_the_folder_and_loads_each_once(tmp_path):

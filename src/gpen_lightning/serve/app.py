@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from gpen_lightning.serve.handlers import RequestError, Workspace, restore_clip, restore_photo
-from gpen_lightning.serve.models import Models, RequestOptions, background_upsamplers
+from gpen_lightning.serve.models import Models, RequestOptions
 
 __all__ = ["AppSettings", "build_app", "upload_path"]
 
@@ -68,7 +68,7 @@ def _controls(models: Models) -> dict[str, gr.components.Component]:
         "only_center_face": gr.Checkbox(value=False, label="Only the centre face"),
         "min_face_size": gr.Slider(0, 512, value=0, step=8, label="Minimum face size (px)"),
         "bg_upsampler": gr.Radio(
-            background_upsamplers(), value="bicubic", label="Background upsampler"
+            list(models.upsamplers), value="bicubic", label="Background upsampler"
         ),
         "paste_mask": gr.Radio(
             ["hull", "template"], value="hull", label="Paste mask (hull: face region)"

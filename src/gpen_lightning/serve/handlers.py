@@ -19,7 +19,7 @@ from PIL import Image
 from gpen_lightning.data.folder import read_rgb, sniff
 from gpen_lightning.restore.restorer import RestoreResult
 from gpen_lightning.restore.video import VIDEO_EXTENSIONS, VideoError, probe, restore_video
-from gpen_lightning.serve.models import Models, RequestOptions, with_options
+from gpen_lightning.serve.models import Models, RequestOptions
 
 __all__ = [
     "PhotoResult",
@@ -156,8 +156,8 @@ def restore_photo(
     """Restore the faces of one uploaded photo with the picked network (``choice``, a
     ``Models.choices()`` value; None: the default) and ``options``. Raises ``RequestError``."""
     image = read_image(path, max_pixels=max_pixels, upscale=options.upscale)
-    base = models.get(choice)
-    result = with_options(base, options).restore(image)
+    restorer = models.view(choice, options)
+    result = restorer.restore(image)
     if not result.faces:
         least = f" and min_face_size={options.min_face_size:g} px" if options.min_face_size else ""
         raise RequestError(
@@ -174,10 +174,12 @@ def restore_photo(
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    notes = [f"{len(result.faces)} face(s) restored by a {base.size} px network; {w}x{h} px out."]
+    notes = [
+        f"{len(result.faces)} face(s) restored by a {restorer.size} px network; {w}x{h} px out."
+    ]
     if models.random:
         notes.insert(0, RANDOM_NOTE)
-    warning = face_size_warning(result, size=base.size, upscale=options.upscale)
+    warning = face_size_warning(result, size=restorer.size, upscale=options.upscale)
     notes += [warning] if warning else []
     return PhotoResult(before, result.image, out, faces, archive, notes)
 
@@ -225,7 +227,7 @@ def restore_clip(
             f"{path.name}: frames of {info.width}x{info.height} x upscale "
             f"{options.upscale:g} are over this server's max_pixels."
         )
-    restorer = with_options(models.get(choice), options)
+    restorer = models.view(choice, options)
     folder = workspace.new()
     dst = folder / f"{path.stem}_restored{path.suffix.lower()}"
     try:

@@ -10,13 +10,13 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from gpen_lightning.io import latest_file
+from gpen_lightning.restore.background import BG_UPSAMPLERS, Upsampler, make_bg_upsampler
 from gpen_lightning.restore.detect import RetinaFaceDetector
 from gpen_lightning.restore.restorer import Detection, Paste, Restorer
 from gpen_lightning.runtime import resolve_device
@@ -26,7 +26,6 @@ __all__ = [
     "WEIGHT_SUFFIXES",
     "Models",
     "RequestOptions",
-    "background_upsamplers",
     "find_weights",
     "with_options",
 ]
@@ -46,15 +45,6 @@ def find_weights(folder: str | os.PathLike | None) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
 
 
-def background_upsamplers() -> list[str]:
-    """The background upsamplers the restore path offers now: ``bicubic`` always, plus the names
-    of ``gpen_lightning.restore.BG_UPSAMPLERS`` when the restore package defines it."""
-    import gpen_lightning.restore as restore
-
-    names = list(getattr(restore, "BG_UPSAMPLERS", ()))
-    return ["bicubic", *[n for n in names if n != "bicubic"]]
-
-
 @dataclass(frozen=True, kw_only=True)
 class RequestOptions:
     """What one request may change (the page's controls; the API's arguments after the file).
@@ -64,7 +54,8 @@ class RequestOptions:
         upscale: output scale of the photo.
         only_center_face: restore only the face nearest the centre.
         min_face_size: leave faces smaller than this (px, longer box side) untouched.
-        bg_upsampler: background upsampler name (``background_upsamplers()``).
+        bg_upsampler: background upsampler, "bicubic" or "realesrgan" (``Models.upsamplers``:
+            realesrgan only on a server started with ``bg_weights``).
         paste_mask: "hull" or "template" (``Paste``).
     """
 
@@ -84,33 +75,32 @@ class RequestOptions:
             raise ValueError(f"min_face_size={self.min_face_size} must be >= 0")
         if self.paste_mask not in ("hull", "template"):
             raise ValueError(f"paste_mask={self.paste_mask!r}: choose hull or template")
-        if self.bg_upsampler not in background_upsamplers():
-            choices = ", ".join(background_upsamplers())
-            raise ValueError(f"bg_upsampler={self.bg_upsampler!r}: choose one of {choices}")
+        if self.bg_upsampler not in BG_UPSAMPLERS:
+            choices = " or ".join(BG_UPSAMPLERS)
+            raise ValueError(f"bg_upsampler={self.bg_upsampler!r}: choose {choices}")
 
 
-def _paste_fields(options: RequestOptions) -> dict[str, Any]:
-    """The ``Paste`` fields a request sets. ``bg_upsampler`` goes through by name when ``Paste``
-    takes names (a str default); with today's callable field bicubic is its default (None)."""
-    names = {f.name: f for f in fields(Paste)}
-    out: dict[str, Any] = {"alpha": options.alpha, "upscale": options.upscale}
-    out["paste_mask"] = options.paste_mask
-    if isinstance(names["bg_upsampler"].default, str):
-        out["bg_upsampler"] = options.bg_upsampler
-    return out
-
-
-def with_options(base: Restorer, options: RequestOptions) -> Restorer:
-    """A view of ``base`` with the request's paste and detection options: a shallow copy that
-    shares its network, detector and masks (nothing is loaded or recomputed)."""
+def with_options(
+    base: Restorer, options: RequestOptions, *, upsampler: Upsampler | None = None
+) -> Restorer:
+    """A view of ``base`` with the request's paste and detection options and background
+    ``upsampler`` (None: bicubic): a shallow copy that shares its network, detector and masks
+    (nothing is loaded or recomputed)."""
     view = copy.copy(base)
-    view.paste = replace(base.paste, **_paste_fields(options))
+    view.paste = replace(
+        base.paste,
+        alpha=options.alpha,
+        upscale=options.upscale,
+        paste_mask=options.paste_mask,
+        bg_upsampler="bicubic" if upsampler is None else upsampler,
+    )
     view.detection = replace(
         base.detection,
         min_face_size=options.min_face_size,
         only_center_face=options.only_center_face,
     )
     view.paste_mask = view.paste.paste_mask if view.paste.mask is None else "given"
+    view.bg_upsampler = upsampler
     return view
 
 
@@ -125,6 +115,8 @@ class Models:
         runs_root: where ``latest`` looks (``paths.log_dir``).
         device, bf16, batch_size: as ``Restorer``'s.
         template, score_threshold, detector_weights: as ``Detection``'s.
+        bg_weights, bg_tile, bg_tile_pad: the RRDBNet file of the "realesrgan" background
+            upsampler and its tiling (``Paste``'s); None: bicubic only.
         max_loaded: networks kept in memory at once.
     """
 
@@ -141,6 +133,9 @@ class Models:
         template: str = "ffhq",
         score_threshold: float = 0.9,
         detector_weights: str | None = None,
+        bg_weights: str | None = None,
+        bg_tile: int = 400,
+        bg_tile_pad: int = 10,
         max_loaded: int = 2,
     ) -> None:
         self.model, self.runs_root = model, Path(runs_root)
@@ -150,6 +145,15 @@ class Models:
             weights=detector_weights, device=self.device, score_threshold=score_threshold
         )
         self.detection = Detection(detector=self.detector, template=template)
+        self.upsamplers: dict[str, Upsampler | None] = {"bicubic": None}
+        if bg_weights:
+            self.upsamplers["realesrgan"] = make_bg_upsampler(
+                "realesrgan",
+                weights=bg_weights,
+                tile=bg_tile,
+                tile_pad=bg_tile_pad,
+                device=self.device,
+            )
         self.files = find_weights(weights_dir)
         self.default = self._default(weights)
         self._loaded: OrderedDict[str, Restorer] = OrderedDict()
@@ -218,6 +222,17 @@ class Models:
             detection=self.detection,
             paste=Paste(),
         )
+
+    def view(self, choice: str | None, options: RequestOptions) -> Restorer:
+        """The restorer of one request: the picked network (``get``) with ``options`` and their
+        background upsampler (``with_options``)."""
+        if options.bg_upsampler not in self.upsamplers:
+            raise ValueError(
+                f"bg_upsampler={options.bg_upsampler} is not available on this server: start it "
+                "with bg_weights=PATH (a RealESRNet / Real-ESRGAN RRDBNet file)"
+            )
+        upsampler = self.upsamplers[options.bg_upsampler]
+        return with_options(self.get(choice), options, upsampler=upsampler)
 
     def warm_up(self) -> None:
         """Load the default network and the detector's session now, once, before any request

@@ -40,6 +40,9 @@ class ServeStage:
     template: str
     score_threshold: float
     detector_weights: str | None
+    bg_weights: str | None
+    bg_tile: int
+    bg_tile_pad: int
     server_name: str
     server_port: int
     share: bool
@@ -86,6 +89,9 @@ class ServeStage:
             template=self.template,
             score_threshold=self.score_threshold,
             detector_weights=self.detector_weights,
+            bg_weights=self.bg_weights,
+            bg_tile=self.bg_tile,
+            bg_tile_pad=self.bg_tile_pad,
             max_loaded=self.max_loaded,
         )
         models.warm_up()  # load once at start: the first request does not wait, errors show now

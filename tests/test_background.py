@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from gpen_lightning.app import build_stage
+from gpen_lightning.config import compose
 from gpen_lightning.data.folder import read_rgb
 from gpen_lightning.restore import Detection, Paste, Restorer
 from gpen_lightning.restore.background import RRDBUpsampler, resize_background
@@ -132,3 +135,36 @@ def test_sharpening_background_beats_bicubic_on_real_photos(tmp_path):
         assert err["sharp"] < 1.15 * err["bicubic"], err  # sharper, not noisier
         gains.append(energy["sharp"] / energy["bicubic"])
     print("high-frequency energy, stand-in / bicubic:", [round(g, 2) for g in gains])
+
+
+def test_stage_options_reach_the_upsampler(tmp_path):
+    """``bg_*`` options of ``conf/restore.yaml`` become the restorer's tiled upsampler, and a
+    photo without faces comes out as that upsampler's output."""
+    torch.manual_seed(0)
+    net = RRDBNet(scale=2, num_feat=8, num_block=1, num_grow_ch=4)
+    torch.save({"params_ema": net.state_dict()}, tmp_path / "x2.pth")
+    rng = np.random.default_rng(0)
+    photo = (rng.random((30, 44, 3)) * 255).astype(np.uint8)  # noise: no face to find
+    (tmp_path / "in").mkdir()
+    Image.fromarray(photo).save(tmp_path / "in" / "p.png")
+    stage = build_stage(
+        compose(
+            [
+                "stage=restore",
+                f"input={tmp_path / 'in'}",
+                f"output={tmp_path / 'out'}",
+                "upscale=2",
+                "bg_upsampler=realesrgan",
+                f"bg_weights={tmp_path / 'x2.pth'}",
+                "bg_tile=16",
+                "bg_tile_pad=6",
+            ]
+        )
+    )
+    up = stage.restorer().bg_upsampler
+    assert isinstance(up, RRDBUpsampler) and (up.tile, up.tile_pad, up.scale) == (16, 6, 2)
+    assert stage.run() == 0
+    out = np.asarray(Image.open(tmp_path / "out" / "p.png"))
+    expected = up(torch.from_numpy(photo).permute(2, 0, 1).float() / 255, 2.0)
+    expected = (expected * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert out.shape == (60, 88, 3) and np.abs(out.astype(int) - expected).max() <= 1

@@ -44,8 +44,7 @@ __all__ = [
 
 TASKS = ("restore", "colorization", "inpainting", "seg2face")
 # the word each official release carries in its file / preset name
-_TAGS = {"restore": "bfr", "colorization": "colorization", "inpainting": "inpainting"}
-_TAGS["seg2face"] = "seg2face"
+_TAGS = {"restore": "bfr"} | {task: task for task in TASKS[1:]}
 LUMA = (0.299, 0.587, 0.114)  # BT.601, OpenCV's RGB -> gray and -> YUV
 _YUV_U, _YUV_V = 0.492111, 0.877283  # OpenCV's YUV chroma scales (U = 0.492 (B - Y) + 128 ...)
 

@@ -168,3 +168,21 @@ def test_stage_options_reach_the_upsampler(tmp_path):
     expected = up(torch.from_numpy(photo).permute(2, 0, 1).float() / 255, 2.0)
     expected = (expected * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     assert out.shape == (60, 88, 3) and np.abs(out.astype(int) - expected).max() <= 1
+
+
+def test_aligned_faces_are_upscaled_after_restoration():
+    """``aligned=true upscale=2``: the restored crop goes through the background upsampler at
+    its input size, as the official demo's ``--aligned --use_sr`` super-resolves the face."""
+    seen = []
+
+    def upsampler(image: torch.Tensor, scale: float) -> torch.Tensor:
+        seen.append((tuple(image.shape), scale))
+        h, w = image.shape[-2:]
+        return resize_background(image, (round(h * scale), round(w * scale)))
+
+    paste = Paste(upscale=2, bg_upsampler=upsampler)
+    restorer = Restorer(lambda x: x, size=32, device="cpu", paste=paste)
+    result = restorer.restore(np.full((40, 36, 3), 128, np.uint8), aligned=True)
+    assert result.image.shape == (80, 72, 3) and seen == [((3, 40, 36), 2)]
+    assert result.faces[0].box.tolist() == [0, 0, 72, 80]
+    assert np.abs(result.image.astype(int) - 128).max() <= 1  # an identity network: gray stays

@@ -316,11 +316,22 @@ class Restorer:
             for f, o in zip(fed, out)
         ]
 
+    def upscaled(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) float in [0, 1] at ``upscale`` by ``bg_upsampler`` (unchanged at 1)."""
+        s = self.paste.upscale
+        if s == 1:
+            return image
+        size = (round(image.shape[-2] * s), round(image.shape[-1] * s))
+        up = self.bg_upsampler
+        return (resize_background(image, size) if up is None else up(image, s)).clamp(0, 1)
+
     def _whole(self, image, crop, restored, hw) -> RestoreResult:
-        """The result of an aligned crop (h, w) = ``hw``: the image and one face spanning it."""
+        """The result of an aligned crop (h, w) = ``hw``: the image (at ``upscale``, as the
+        official demo super-resolves aligned faces) and one face spanning it."""
         h, w = hw
+        image = self.upscaled(image)
         face = RestoredFace(
-            box=np.array([0, 0, w, h], np.float32),
+            box=np.array([0, 0, image.shape[-1], image.shape[-2]], np.float32),
             landmarks=np.zeros((0, 2), np.float32),
             score=1.0,
             crop=_hwc(crop),
@@ -349,7 +360,6 @@ class Restorer:
         return alpha * restored + (1 - alpha) * crops.to(restored)
 
     def _paste(self, img, faces, crops, restored, matrices) -> RestoreResult:
-        h, w = img.shape[-2:]
         s = self.paste.upscale
         bg = img.float() / 255
         if faces:
@@ -357,16 +367,9 @@ class Restorer:
                 smooth_small(restored.cpu(), faces, self.paste.small_face), crops
             )
         if s != 1 and faces and not self.paste.face_upscale:  # composite at 1x, then resize it all
-            out = _resize(
-                self._composite(bg, 1.0, faces, restored, matrices),
-                (round(h * s), round(w * s)),
-                "bicubic",
-            ).clamp(0, 1)
+            out = self.upscaled(self._composite(bg, 1.0, faces, restored, matrices))
             return self._result(out, faces, crops, restored, matrices)
-        if s != 1:
-            size = (round(h * s), round(w * s))
-            up = self.bg_upsampler
-            bg = (resize_background(bg, size) if up is None else up(bg, s)).clamp(0, 1)
+        bg = self.upscaled(bg)
         if not faces:
             return RestoreResult(image=_hwc(bg))
         out = self._composite(bg, s, faces, restored, matrices)

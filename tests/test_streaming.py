@@ -43,10 +43,10 @@ def _module(root: str, *, world: int, rank: int, batch: int, workers: int) -> Fa
     return dm
 
 
-def _epoch(dm: FaceDataModule) -> list[tuple[int, int]]:
+def _epoch(dm: FaceDataModule, loader=None) -> list[tuple[int, int]]:
     """(dataset index, sample seed) of every training face of one epoch of ``dm``'s loader."""
     pairs = []
-    for batch in dm.train_dataloader():
+    for batch in loader if loader is not None else dm.train_dataloader():
         assert batch["hq"].shape[1:] == (3, SIZE, SIZE) and batch["hq"].dtype == torch.uint8
         pairs += zip(batch["index"].tolist(), batch["seed"].tolist())
     return pairs
@@ -62,6 +62,25 @@ def test_a_loader_of_each_rank_deals_the_one_process_order_and_resumes_inside_it
         dm = _module(str(packed), world=WORLD, rank=rank, batch=PER_RANK, workers=1)
         dm.load_state_dict({"batches": SKIP})
         assert _epoch(dm) == order[rank::WORLD][SKIP * PER_RANK :]
+
+
+def test_a_loader_built_before_the_restore_continues_where_the_checkpoint_stopped(packed):
+    """Lightning builds the loader before restoring its loops when ``estimated_stepping_batches``
+    is read first (issue 20550); the datamodule's restore moves the sampler it already has."""
+    args = {"world": WORLD, "rank": 1, "batch": PER_RANK, "workers": 0}
+    fresh = _module(str(packed), **args)
+    loader = fresh.train_dataloader()
+    epochs = []
+    for epoch in range(3):
+        loader.sampler.set_epoch(epoch)
+        epochs.append(_epoch(fresh, loader))
+    early = _module(str(packed), **args)
+    loader = early.train_dataloader()  # built first, then the checkpoint (9 minibatches) restored
+    early.load_state_dict({"batches": 9})
+    loader.sampler.set_epoch(1)  # the epoch Lightning resumes in
+    assert _epoch(early, loader) == epochs[1][2 * PER_RANK :]
+    loader.sampler.set_epoch(2)
+    assert _epoch(early, loader) == epochs[2] != epochs[1]
 
 
 class SeenFaces(L.Callback):

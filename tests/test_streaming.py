@@ -34,9 +34,17 @@ def packed(tmp_path_factory) -> Path:
     return tmp / "packed"
 
 
-def _module(root: str, *, world: int, rank: int, batch: int, workers: int) -> FaceDataModule:
+def _module(
+    root: str, *, world: int, rank: int, batch: int, workers: int, **options
+) -> FaceDataModule:
     dm = FaceDataModule(
-        size=SIZE, root=root, streaming=True, batch_size=batch, num_workers=workers, seed=3
+        size=SIZE,
+        root=root,
+        streaming=True,
+        batch_size=batch,
+        num_workers=workers,
+        seed=3,
+        **options,
     )
     dm.trainer = SimpleNamespace(world_size=world, global_rank=rank, current_epoch=0)
     dm.setup("fit")
@@ -81,6 +89,19 @@ def test_a_loader_built_before_the_restore_continues_where_the_checkpoint_stoppe
     assert _epoch(early, loader) == epochs[1][2 * PER_RANK :]
     loader.sampler.set_epoch(2)
     assert _epoch(early, loader) == epochs[2] != epochs[1]
+
+
+def test_a_url_streams_the_same_batches_through_the_cache_dir(packed, tmp_path):
+    """LitData's ``local:`` URLs take the download path of ``s3://`` and ``gs://`` ones."""
+    args = {"world": 1, "rank": 0, "batch": 8, "workers": 1}
+    url = _module(f"local:{packed}", **args, cache_dir=str(tmp_path / "cache"))
+    local = _module(str(packed), **args)
+    pairs = list(zip(url.train_dataloader(), local.train_dataloader(), strict=True))
+    assert len(pairs) == 7
+    for a, b in pairs:
+        assert torch.equal(a["index"], b["index"]) and torch.equal(a["hq"], b["hq"])
+    cached = sorted(p.name for p in (tmp_path / "cache").rglob("chunk-*.bin"))
+    assert cached == sorted(p.name for p in packed.glob("chunk-*.bin"))
 
 
 class SeenFaces(L.Callback):

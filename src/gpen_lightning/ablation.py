@@ -1,8 +1,9 @@
 """The paper's ablations as one report: ``hparams_search=ablation`` fine-tunes full GPEN, a frozen
 prior, additive noise and no noise on the same data and budget; when the sweep ends,
 ``AblationReport`` scores every job's EMA network on the same seeded degraded validation faces
-(PSNR, SSIM and the sliced Wasserstein distance of the outputs to the HQ faces, next to the
-degraded input and bicubic upsampling) and writes ``ablation.md``, ``ablation.json`` and
+with the evaluation's scorer (PSNR, SSIM and the sliced Wasserstein distance of the outputs to
+the HQ faces, next to the degraded input and bicubic upsampling; each per-image cell with its
+95 % bootstrap interval) and writes ``ablation.md``, ``ablation.json`` and
 ``ablation.png`` (rows: LQ | each variant | HQ) into the sweep folder.
 
 ``python -m gpen_lightning.ablation SWEEP_DIR`` writes the report of a finished sweep again.
@@ -24,6 +25,7 @@ from torchvision.utils import make_grid, save_image
 
 from gpen_lightning.evaluate import evaluate, format_table
 from gpen_lightning.io import atomic_write
+from gpen_lightning.metrics.bootstrap import interval_table
 from gpen_lightning.zoo.official import load_network
 
 __all__ = ["AblationReport", "ablation_report", "find_jobs"]
@@ -65,10 +67,12 @@ def ablation_report(
             f"no finished fine-tuning job (a folder with gpen.pt) under {sweep_dir}"
         )
     table: dict[str, dict[str, float]] = {}
+    per_face: dict[str, dict[str, torch.Tensor]] = {}
     columns, n = [], 0
     for label, job in jobs:
         cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
         dataset, degradation = _validation_faces(cfg, faces)
+        job_faces: dict[str, dict[str, torch.Tensor]] = {}
         scores, grid = evaluate(
             load_network(job / "gpen.pt"),
             dataset,
@@ -76,19 +80,23 @@ def ablation_report(
             seed=seed,
             n_grid=n_grid,
             with_swd=True,
+            per_face=job_faces,
         )
         rows = grid.unflatten(0, (-1, 4))  # (faces, [LQ, bicubic, GPEN, HQ], 3, S, S)
         if not table:  # the baselines see the same seeded faces in every job
             table.update(input=scores["input"], bicubic=scores["bicubic"])
+            per_face.update(input=job_faces["input"], bicubic=job_faces["bicubic"])
             columns = [rows[:, 0], rows[:, 3]]
             n = len(dataset)
         table[label] = scores["gpen"]
+        per_face[label] = job_faces["gpen"]
         columns.insert(-1, rows[:, 2])
-    markdown = format_table(table, n)
+    ci = interval_table(per_face, seed=seed)
+    markdown = format_table(table, n, ci=ci)
     picture = torch.stack(columns, 1).flatten(0, 1)
     files = [sweep_dir / f"ablation.{ext}" for ext in ("md", "json", "png")]
     atomic_write(files[0], lambda p: p.write_text(markdown + "\n"))
-    meta = {"faces": n, "seed": seed, "jobs": {label: str(job) for label, job in jobs}}
+    meta = {"faces": n, "seed": seed, "jobs": {label: str(job) for label, job in jobs}, "ci95": ci}
     atomic_write(files[1], lambda p: p.write_text(json.dumps({**meta, "metrics": table}, indent=2)))
     atomic_write(
         files[2],

@@ -75,7 +75,7 @@ class Scorer:
     inception: torch.nn.Module | None = None  # metrics.fid.InceptionFeatures
     cache: FeatureCache = field(default_factory=lambda: FeatureCache(None))
     sources: dict[str, str] = field(default_factory=dict)
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device | None = None  # where the metrics run; None: the images' device
 
     @classmethod
     def load(
@@ -115,12 +115,11 @@ class Scorer:
         scorer.sources.update(_sources(scorer, lpips_net, lpips_weights, id_weights, fid_weights))
         return scorer
 
-
     @torch.no_grad()
     def reference(self, hq: torch.Tensor) -> dict[str, torch.Tensor]:
         """What every method is compared with, computed once per batch: the HQ faces (B, 3, H, W)
         (uint8 or float in [0, 1]) and their embeddings, landmarks and descriptors."""
-        ref = {"hq": _unit(hq).to(self.device), "hq8": to_uint8(hq)}
+        ref = {"hq": _unit(hq).to(self.device or hq.device), "hq8": to_uint8(hq)}
         if self.arcface is not None:
             ref["arcface"] = self.arcface(networks.face_crop_112(to_signed(ref["hq"])))
         if self.landmarks is not None:
@@ -133,7 +132,7 @@ class Scorer:
     def per_image(self, images: torch.Tensor, ref: dict[str, torch.Tensor]) -> dict:
         """``{metric: (B,) float64}`` of ``images`` (uint8, or float in [0, 1]) against
         ``ref = self.reference(hq)``."""
-        out, hq = _unit(images).to(self.device), ref["hq"]
+        out, hq = _unit(images).to(ref["hq"].device), ref["hq"]
         s = {
             "psnr": peak_signal_noise_ratio(
                 out, hq, data_range=1.0, reduction="none", dim=(1, 2, 3)
@@ -151,12 +150,13 @@ class Scorer:
             s["lmd"] = self.landmarks.distance(points, ref["landmarks"])
         if self.dlib is not None:
             s.update(self.dlib.compare(self.dlib.descriptors(to_uint8(images)), ref["dlib"]))
-        return {k: v.detach().double().cpu() for k, v in s.items()}
+        return {k: v.detach().double().to(hq.device) for k, v in s.items()}
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Inception features (B, 2048) float64 of uint8 images (float ones are rounded)."""
-        return self.inception(to_uint8(images).to(self.device)).cpu()
+        """Inception features (B, 2048) float64 of uint8 images (float ones are rounded), on the
+        scorer's device."""
+        return self.inception(to_uint8(images).to(self.device or images.device))
 
 
 def _landmarks():
@@ -219,10 +219,10 @@ class ScoreBook:
         self.scores.setdefault(method, {})
         if ref is not None:
             for k, v in self.scorer.per_image(images, ref).items():
-                self.scores[method].setdefault(k, []).append(v)
+                self.scores[method].setdefault(k, []).append(v.cpu())
         if self.scorer.inception is not None and method not in self.cached:
             images8 = to_uint8(images).cpu()
-            self.feats.setdefault(method, []).append(self.scorer.features(images8))
+            self.feats.setdefault(method, []).append(self.scorer.features(images8).cpu())
             self.digests.setdefault(method, hashlib.sha256()).update(images8.numpy().tobytes())
         if self.swd_seed is not None and ref is not None:
             swd = self.swds.setdefault(method, SlicedWassersteinDistance(seed=self.swd_seed))

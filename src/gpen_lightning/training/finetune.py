@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchmetrics import MeanMetric
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+from torchmetrics import CatMetric, MeanMetric
 
 from gpen_lightning import losses
 from gpen_lightning.io import latest_file
 from gpen_lightning.losses import networks
 from gpen_lightning.losses.phases import FinetuneLoss
-from gpen_lightning.metrics.fid import load_fid
+from gpen_lightning.metrics.fid import FidStatistics, frechet_distance, load_inception
+from gpen_lightning.metrics.scorer import Scorer
 from gpen_lightning.options import FinetuneOptions
 from gpen_lightning.ranges import to_unit
 from gpen_lightning.training.base import GANModule, eval_mode
@@ -97,11 +97,14 @@ class FinetuneModule(GANModule):
         betas = tuple(opts.betas)
         self.r1 = losses.LazyRegularization(self.loss.r1_every, self.lrs["discriminator"], betas)
         self.pl = losses.LazyRegularization(self.loss.pl_every, opts.lr, betas)
+        # validation: the evaluation's scorer (metrics.scorer) on the same networks; per-image
+        # scores averaged (the mean of per-image PSNR, as stage=evaluate reports), FID features
+        # gathered across processes
+        self.scorer = Scorer(lpips=self.aux.get("lpips"), inception=self.aux.get("fid"))
         self.val_lpips = MeanMetric()
-        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
-        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
-        self.val_psnr_input = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
-        self.val_ssim_input = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.val_psnr, self.val_ssim = MeanMetric(), MeanMetric()
+        self.val_psnr_input, self.val_ssim_input = MeanMetric(), MeanMetric()
+        self.val_fid_real, self.val_fid_fake = CatMetric(), CatMetric()
         self._initialized = False
         self._samples: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -118,7 +121,7 @@ class FinetuneModule(GANModule):
             if opts.lpips_weight > 0:
                 weights["lpips"] = opts.lpips_weight
         if opts.fid_weights:
-            self.aux["fid"] = load_fid(opts.fid_weights)
+            self.aux["fid"] = load_inception(opts.fid_weights)
         return FinetuneLoss(
             generator=self.gpen,
             discriminator=self.discriminator,
@@ -217,10 +220,12 @@ class FinetuneModule(GANModule):
         lq, hq = batch["lq"], batch["hq"]
         out = self._net()(lq).float().clamp(-1, 1)
         out01, lq01, hq01 = (to_unit(x.float()) for x in (out, lq, hq))
-        self.val_psnr(out01, hq01)
-        self.val_ssim(out01, hq01)
-        self.val_psnr_input(lq01, hq01)
-        self.val_ssim_input(lq01, hq01)
+        ref = self.scorer.reference(hq01)
+        scores, inputs = self.scorer.per_image(out01, ref), self.scorer.per_image(lq01, ref)
+        self.val_psnr(scores["psnr"])
+        self.val_ssim(scores["ssim"])
+        self.val_psnr_input(inputs["psnr"])
+        self.val_ssim_input(inputs["ssim"])
         b = lq.shape[0]
         metrics = {
             "val/psnr": self.val_psnr,
@@ -229,19 +234,22 @@ class FinetuneModule(GANModule):
             "val/ssim_input": self.val_ssim_input,
             "val/l1": (out - hq.float()).abs().mean() / 2,  # on [0, 1]
         }
-        if "lpips" in self.aux:
-            self.val_lpips(self.aux["lpips"](out, hq.float()).flatten())
+        if "lpips" in scores:
+            self.val_lpips(scores["lpips"])
             metrics["val/lpips"] = self.val_lpips
         if "fid" in self.aux:
-            self.aux["fid"].update(hq01, real=True)
-            self.aux["fid"].update(out01, real=False)
+            self.val_fid_real.update(self.scorer.features(hq01))
+            self.val_fid_fake.update(self.scorer.features(out01))
         self.log_dict(metrics, on_epoch=True, batch_size=b, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        fid = self.aux.get("fid")
-        if fid is not None and fid.fake_features_num_samples > 1:
-            self.log("val/fid", fid.compute().float())
-            fid.reset()
+        if "fid" in self.aux and self.val_fid_fake.update_count:
+            real, fake = self.val_fid_real.compute(), self.val_fid_fake.compute()
+            if len(fake) > 1:
+                fid = frechet_distance(FidStatistics.of(fake.cpu()), FidStatistics.of(real.cpu()))
+                self.log("val/fid", fid)
+        self.val_fid_real.reset()
+        self.val_fid_fake.reset()
 
     @property
     def trained_generator(self) -> torch.nn.Module:

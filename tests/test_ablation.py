@@ -71,3 +71,39 @@ def test_ablation_sweep_end_to_end_writes_one_report(tmp_path):
     again = ablation_report(sweep, faces=64, n_grid=6)
     for row, values in again["table"].items():
         assert values == pytest.approx(report["metrics"][row]), row
+
+
+def test_ablation_report_scores_each_job_with_the_shared_scorer_and_intervals(tmp_path):
+    """A sweep folder made by hand (two finished jobs of one tiny network and another): the
+    report's rows, their 95 % intervals around each mean, and the same numbers as
+    stage=evaluate's scorer on those faces (evaluate())."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from gpen_lightning.evaluate import evaluate
+    from gpen_lightning.zoo import build, export_official
+
+    cfg = compose(["stage=finetune", "data.synthetic_length=20", "data.val_fraction=0.3"])
+    for job, (variant, seed) in enumerate([("full", 0), ("no_noise", 1)]):
+        folder = tmp_path / str(job)
+        (folder / ".hydra").mkdir(parents=True)
+        OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.create([f"ablation={variant}"]), folder / ".hydra/overrides.yaml")
+        torch.manual_seed(seed)
+        export_official(build("gpen-tiny-32").eval(), folder / "gpen.pt")
+    result = ablation_report(tmp_path, faces=4, n_grid=2)
+    report = json.loads((tmp_path / "ablation.json").read_text())
+    assert list(report["metrics"]) == ["input", "bicubic", "full", "no_noise"]
+    for row, cells in report["ci95"].items():
+        for metric, (lo, hi) in cells.items():
+            assert lo <= report["metrics"][row][metric] <= hi, (row, metric)
+    assert "[" in result["markdown"].splitlines()[2]  # cells are "mean [lo, hi]"
+    from torch.utils.data import Subset
+
+    from gpen_lightning.zoo.official import load_network
+
+    dm = instantiate(cfg.data, _convert_="all")  # the jobs' validation faces, as the report reads
+    dm.setup("validate")
+    dataset, degradation = Subset(dm.val_set, range(4)), dm.val_degradation
+    direct, _ = evaluate(load_network(tmp_path / "1" / "gpen.pt"), dataset, degradation=degradation)
+    assert direct["gpen"]["psnr"] == pytest.approx(report["metrics"]["no_noise"]["psnr"], abs=1e-6)

@@ -130,7 +130,9 @@ class AugmentPipe:
         eye = torch.eye(3, dtype=z.dtype, device=z.device).expand(b, 3, 3)
         m, any_on = eye, torch.zeros(b, dtype=torch.bool, device=z.device)
         p_rot = 1 - torch.sqrt((1 - p * self.rotate).clamp(0, 1))
-        one, size = torch.ones_like(u[:, 0]), torch.tensor([w, h], dtype=z.dtype, device=z.device)
+        one = torch.ones_like(u[:, 0])
+        # (B, 2) sizes made on the device: no host-to-device copy, which would wait for the GPU
+        size = torch.stack([one * w, one * h], dim=1)
 
         def apply(mult, coin: torch.Tensor, mat: torch.Tensor, prob=None) -> None:
             nonlocal m, any_on
@@ -158,7 +160,7 @@ class AugmentPipe:
         if m is eye:
             return m[:, :2], None
         centre = (size - 1) / 2  # pixel centres 0 .. S-1: a quarter turn maps them onto pixels
-        m = _translation(centre.expand(b, 2)) @ m @ _translation(-centre.expand(b, 2))
+        m = _translation(centre) @ m @ _translation(-centre)
         return m[:, :2], any_on
 
     def colour(self, z: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -168,7 +170,7 @@ class AugmentPipe:
         dev, dt = z.device, z.dtype
         eye = torch.eye(4, dtype=dt, device=dev).expand(b, 4, 4)
         m, any_on = eye, torch.zeros(b, dtype=torch.bool, device=dev)
-        v = torch.tensor([1.0, 1.0, 1.0], dtype=dt, device=dev) / math.sqrt(3)  # the luma axis
+        v = torch.full((3,), 1 / math.sqrt(3), dtype=dt, device=dev)  # the luma axis
         vv = torch.outer(v, v)
 
         def apply(mult, coin: torch.Tensor, mat3: torch.Tensor, offset=None) -> None:
@@ -221,7 +223,7 @@ def keyed_seeds(host_seeds: Sequence[int] | None, salt: int, n: int) -> list[int
 def sign_counts(logits: torch.Tensor) -> torch.Tensor:
     """``[sum of sign(logits), count]`` as a (2,) long tensor (NaN logits count 0)."""
     signs = (logits.detach() > 0).long() - (logits.detach() < 0).long()
-    return torch.stack([signs.sum(), torch.tensor(signs.numel(), device=logits.device)])
+    return torch.stack([signs.sum(), signs.new_full((), signs.numel())])
 
 
 def ada_adjust(

@@ -188,3 +188,77 @@ def test_a_missing_optional_package_is_named_with_its_install_and_the_rest_run(m
     hq = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     scores = scorer.per_image(hq, scorer.reference(hq))
     assert set(scores) == {"psnr", "ssim"} and torch.isinf(scores["psnr"]).all()
+
+
+# -- NIQE ----------------------------------------------------------------------------------------
+# Reference values: basicsr 1.4.2's ``basicsr.metrics.niqe.niqe`` (a port that reports agreement
+# with the authors' MATLAB release) on the same gray images with the same pristine model
+# (MU, COV below). Our NIQE is written from the definition; its MATLAB-style half-size resize
+# computes in float64 where basicsr's runs in float32, hence the tolerance.
+MU, COV = np.linspace(0.1, 3.6, 36), np.diag(np.linspace(0.01, 1.0, 36))
+
+
+def _gray(image: Image.Image) -> np.ndarray:
+    weights = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+    return np.round(np.asarray(image).astype(np.float64) @ weights)  # MATLAB rgb2gray, uint8
+
+
+def test_niqe_equals_reference_values():
+    from PIL import ImageFilter
+
+    from gpen_lightning.metrics.niqe import niqe
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:192, 0:288]
+    wave = 128 + 60 * np.sin(xx / 7.0) * np.cos(yy / 11.0) + rng.normal(0, 20, (192, 288))
+    assert niqe(np.clip(wave, 0, 255).round(), MU, COV) == pytest.approx(
+        36.03685741939441, rel=1e-4
+    )
+    path = shared_path("data", "faces-hq", "ffhq_00000.png")
+    face = Image.open(path).convert("RGB").resize((512, 512), Image.BICUBIC)
+    sharp = niqe(_gray(face), MU, COV)
+    blurred = niqe(_gray(face.filter(ImageFilter.GaussianBlur(3))), MU, COV)
+    assert sharp == pytest.approx(22.865321630898247, rel=1e-4)
+    assert blurred == pytest.approx(20.761912493997183, rel=1e-4)
+    with pytest.raises(ValueError, match="at least 96x96"):
+        niqe(np.zeros((64, 64)), MU, COV)
+
+
+def test_niqe_reads_its_model_from_a_local_file_and_scores_a_real_set(tmp_path):
+    """niqe_params= an .npz (or MATLAB .mat) pristine model; lq=DIR restored=DIR scored by NIQE
+    alone (no network, no FID): each row is the mean of the images' NIQE."""
+    from scipy.io import savemat
+
+    from gpen_lightning.metrics.niqe import Niqe, load_pristine
+
+    np.savez(tmp_path / "model.npz", mu_prisparam=MU, cov_prisparam=COV)
+    savemat(tmp_path / "model.mat", {"mu_prisparam": MU[None], "cov_prisparam": COV})
+    for name in ("model.npz", "model.mat"):
+        mu, cov = load_pristine(tmp_path / name)
+        assert np.array_equal(mu, MU) and np.array_equal(cov, COV)
+    np.savez(tmp_path / "bad.npz", mu=MU)
+    with pytest.raises(ValueError, match="mu_prisparam"):
+        load_pristine(tmp_path / "bad.npz")
+    lq, other = _faces(tmp_path / "lq", 3, size=96), _faces(tmp_path / "other", 3, size=96, seed=2)
+    result = build_stage(
+        compose(
+            [
+                "stage=evaluate",
+                f"lq={lq}",
+                f"restored={{other: {other}}}",
+                f"niqe_params={tmp_path / 'model.npz'}",
+                f"output={tmp_path / 'out'}",
+            ]
+        )
+    ).run()
+    images = torch.stack(
+        [
+            torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1)
+            for p in sorted(other.glob("*.png"))
+        ]
+    )
+    want = Niqe(tmp_path / "model.npz")(images)
+    assert list(result["table"]) == ["input", "other"]
+    assert result["table"]["other"]["niqe"] == pytest.approx(float(want.mean()), rel=1e-9)
+    small = Niqe(tmp_path / "model.npz")(images[:, :, :64, :64])  # under one 96 px block
+    assert np.isnan(small).all()

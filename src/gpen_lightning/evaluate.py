@@ -192,6 +192,7 @@ class EvaluateStage:
     fid_weights: str | None
     fid_reference: str | None = None
     fid_cache: str | None = None
+    niqe_params: str | None = None
     id_weights: str | None
     lmd: bool = False
     dlib_identity: bool = False
@@ -259,7 +260,7 @@ class EvaluateStage:
         book = ScoreBook(scorer)
         if not book.use_cache("reference", file_digest(folder.files, size)):
             for batch in DataLoader(folder, batch_size=self.batch_size):
-                book.add("reference", batch["hq"], None)
+                book.add("reference", batch["hq"], None, scored=False)
         stats = FidStatistics.of(book.features("reference"))
         stats.save(out / "fid_reference.npz")
         return stats
@@ -274,6 +275,7 @@ class EvaluateStage:
             lmd=self.lmd,
             dlib_identity=self.dlib_identity,
             fid_cache=self.fid_cache,
+            niqe_params=self.niqe_params,
             device=device,
         )
 
@@ -286,10 +288,12 @@ class EvaluateStage:
         faces = self.faces(nets)
         device = resolve_device(self.device)
         scorer = self.scorer(device)
-        if faces.size is None and (scorer.inception is None or not self.fid_reference):
+        fid = scorer.inception is not None and self.fid_reference
+        if faces.size is None and not fid and scorer.niqe is None:
             raise ValueError(
-                "a real set (lq= without hq=) is scored by FID against a reference set: give "
-                "fid_weights=INCEPTION.pth and fid_reference=DIR_OR_STATS.npz"
+                "a real set (lq= without hq=) is scored by FID against a reference set or by "
+                "NIQE: give fid_weights=INCEPTION.pth and fid_reference=DIR_OR_STATS.npz, or "
+                "niqe_params=PATH"
             )
         size = faces.size[0] if faces.size else max([n.size for n in nets.values()] or [512])
         images = _fresh_folder(out / "images") if self.save_images else None

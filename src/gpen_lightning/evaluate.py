@@ -205,8 +205,6 @@ class EvaluateStage:
             raise ValueError(f"input= is another name of hq=; give one ({self.input}, {self.hq})")
         self.hq = self.hq or self.input
         self.restored = restored_labels(self.restored)
-        if self.lq and not self.hq and not self.restored and self.weights is None:
-            raise ValueError("lq= alone scores networks: give weights= or restored=")
 
     def networks(self) -> dict[str, torch.nn.Module]:
         """``{row name: network}`` of ``weights`` (one path, a list, or null: random weights
@@ -228,6 +226,12 @@ class EvaluateStage:
 
     def faces(self, nets: dict[str, torch.nn.Module]) -> EvalSet:
         """The set of the protocol the options select."""
+        taken = set(self.restored) & {*nets, "input", "bicubic", "hq"}
+        if taken:
+            raise ValueError(
+                f"restored folder name(s) {sorted(taken)} are already rows: name them, "
+                "restored={other_name: DIR}"
+            )
         if self.lq and self.hq:
             return paired_set(self.lq, self.hq, restored=self.restored)
         if self.lq:

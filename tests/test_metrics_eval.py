@@ -262,3 +262,17 @@ def test_niqe_reads_its_model_from_a_local_file_and_scores_a_real_set(tmp_path):
     assert result["table"]["other"]["niqe"] == pytest.approx(float(want.mean()), rel=1e-9)
     small = Niqe(tmp_path / "model.npz")(images[:, :, :64, :64])  # under one 96 px block
     assert np.isnan(small).all()
+
+
+def test_y_channel_psnr_follows_a_known_grey_shift():
+    """A uniform shift of d on R, G and B moves the BT.601 luma (video range) by
+    d * (65.481 + 128.553 + 24.966) / 255: PSNR_Y = -20 log10 of that; RGB PSNR = -20 log10 d."""
+    scorer = Scorer.load(y_channel=True)
+    hq = torch.full((2, 3, 24, 24), 100, dtype=torch.uint8)
+    hq[1, :, ::2] = 60  # some structure
+    out = hq + torch.tensor([10, 20], dtype=torch.uint8).view(2, 1, 1, 1)
+    scores = scorer.per_image(out, scorer.reference(hq))
+    d = torch.tensor([10, 20], dtype=torch.float64) / 255
+    assert scores["psnr"] == pytest.approx(-20 * torch.log10(d), abs=1e-4)
+    assert scores["psnr_y"] == pytest.approx(-20 * torch.log10(d * 219 / 255), abs=1e-4)
+    assert (scores["ssim_y"] <= 1).all() and "psnr_y" in scorer.sources

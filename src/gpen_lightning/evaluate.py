@@ -193,6 +193,7 @@ class EvaluateStage:
     fid_reference: str | None = None
     fid_cache: str | None = None
     niqe_params: str | None = None
+    y_channel: bool = False
     id_weights: str | None
     lmd: bool = False
     dlib_identity: bool = False
@@ -280,6 +281,7 @@ class EvaluateStage:
             dlib_identity=self.dlib_identity,
             fid_cache=self.fid_cache,
             niqe_params=self.niqe_params,
+            y_channel=self.y_channel,
             device=device,
         )
 

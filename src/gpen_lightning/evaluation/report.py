@@ -23,6 +23,8 @@ LOWER_BETTER_PREFIXES = ("lpips", "fid", "id_deg", "id_dlib", "lmd", "swd", "niq
 def _better_up(metric: str) -> bool:
     if metric in HIGHER_BETTER:
         return HIGHER_BETTER[metric]
+    if metric.startswith(("psnr", "ssim")):
+        return True
     return not metric.startswith(LOWER_BETTER_PREFIXES)
 
 

@@ -30,7 +30,7 @@ from gpen_lightning.metrics.fid import FeatureCache, FidStatistics, frechet_dist
 from gpen_lightning.metrics.wasserstein import SlicedWassersteinDistance
 from gpen_lightning.ranges import to_signed
 
-__all__ = ["ScoreBook", "Scorer", "package_version", "to_uint8"]
+__all__ = ["ScoreBook", "Scorer", "luma", "package_version", "to_uint8"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,21 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.float().mul(255).round().clamp(0, 255).byte()
 
 
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """ITU-R BT.601 luma of RGB in [0, 1], in [0, 1] with the video range (16-235 of 255), as
+    MATLAB's ``rgb2ycbcr`` and basicsr's ``test_y_channel``: (B, 3, H, W) -> (B, 1, H, W)."""
+    w = torch.tensor([65.481, 128.553, 24.966], device=images.device, dtype=images.dtype)
+    return ((images * w.view(1, 3, 1, 1)).sum(1, keepdim=True) + 16) / 255
+
+
+def _fidelity(out: torch.Tensor, hq: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image PSNR and SSIM (B,) of images in [0, 1]."""
+    return {
+        "psnr": peak_signal_noise_ratio(out, hq, data_range=1.0, reduction="none", dim=(1, 2, 3)),
+        "ssim": structural_similarity_index_measure(out, hq, data_range=1.0, reduction="none"),
+    }
+
+
 def _unit(images: torch.Tensor) -> torch.Tensor:
     return images.float().div(255) if images.dtype == torch.uint8 else images.float()
 
@@ -75,6 +90,7 @@ class Scorer:
     dlib: object | None = None  # metrics.identity.DlibIdentity
     inception: torch.nn.Module | None = None  # metrics.fid.InceptionFeatures
     niqe: object | None = None  # metrics.niqe.Niqe
+    y_channel: bool = False  # also psnr_y / ssim_y on the BT.601 luma
     cache: FeatureCache = field(default_factory=lambda: FeatureCache(None))
     sources: dict[str, str] = field(default_factory=dict)
     device: torch.device | None = None  # where the metrics run; None: the images' device
@@ -91,13 +107,18 @@ class Scorer:
         dlib_identity: bool = False,
         fid_cache: str | None = None,
         niqe_params: str | None = None,
+        y_channel: bool = False,
         device: str | torch.device = "cpu",
     ) -> Scorer:
         """Load what is configured; a missing weight file or package is named in a warning with
         how to get it, and that metric is skipped (the others run)."""
         tm = package_version("torchmetrics")
-        scorer = cls(cache=FeatureCache(fid_cache), device=torch.device(device))
+        scorer = cls(
+            cache=FeatureCache(fid_cache), device=torch.device(device), y_channel=y_channel
+        )
         scorer.sources = {"psnr": f"{tm} (RGB, [0, 1])", "ssim": f"{tm} (RGB, Gaussian 11, 1.5)"}
+        if y_channel:
+            scorer.sources["psnr_y"] = f"{tm} on BT.601 Y (16-235, basicsr's test_y_channel)"
         loaders = {
             "lpips": (lpips_weights, lambda: networks.load_lpips(lpips_weights, lpips_net)),
             "arcface": (id_weights, lambda: networks.load_identity(id_weights)),
@@ -137,12 +158,9 @@ class Scorer:
         """``{metric: (B,) float64}`` of ``images`` (uint8, or float in [0, 1]) against
         ``ref = self.reference(hq)``."""
         out, hq = _unit(images).to(ref["hq"].device), ref["hq"]
-        s = {
-            "psnr": peak_signal_noise_ratio(
-                out, hq, data_range=1.0, reduction="none", dim=(1, 2, 3)
-            ),
-            "ssim": structural_similarity_index_measure(out, hq, data_range=1.0, reduction="none"),
-        }
+        s = _fidelity(out, hq)
+        if self.y_channel:
+            s.update({f"{k}_y": v for k, v in _fidelity(luma(out), luma(hq)).items()})
         if self.lpips is not None:
             s["lpips"] = self.lpips(to_signed(out), to_signed(hq)).flatten()
         if self.arcface is not None:

@@ -3,6 +3,7 @@ statistics of a real set; LMD (bundled RetinaFace); dlib identity; a missing opt
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -161,6 +162,8 @@ def test_a_face_the_detector_misses_is_counted_not_dropped(shared_face):
 # -- dlib identity -----------------------------------------------------------------------------
 def test_dlib_identity_is_zero_for_a_face_and_larger_between_people_than_after_jpeg(tmp_path):
     pytest.importorskip("dlib")
+    if importlib.util.find_spec("face_recognition_models") is None:  # (its import needs
+        pytest.skip("face-recognition-models is not installed")  # pkg_resources: not imported)
     from gpen_lightning.metrics.identity import DlibIdentity
 
     ident = DlibIdentity()

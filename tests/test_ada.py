@@ -290,3 +290,22 @@ def test_two_processes_augment_and_adapt_p_as_one_process_does(tmp_path):
     assert a["ada_p"].item() == pytest.approx(b["ada_p"].item(), abs=1e-12)
     assert torch.equal(a["ada_signs"], b["ada_signs"])
     assert max_diff(exported(one / "prior.pt"), exported(two / "prior.pt")) <= 1e-4
+
+
+def test_a_steady_state_step_with_ada_reads_nothing_back(tmp_path, monkeypatch):
+    """Minibatch 5 (main phases) and 16 (R1, path length and a p adjustment): the pipe's draws,
+    the sign count and the controller stay on the device (no item/bool/int/float/tolist/cpu)."""
+    from tests.test_sync import SyncCounter
+
+    counter = SyncCounter(monkeypatch, {5, 16})
+    cfg = _cfg(
+        tmp_path,
+        "model.recipe.prior_kimg=0.15",
+        "module.r1_gamma=10",
+        "module.r1_every=4",
+        "module.pl_weight=2",
+        "module.ada_p=0.5",
+        "module.ada_interval=4",
+    )
+    train(cfg)
+    assert counter.counts == {5: [], 16: []}

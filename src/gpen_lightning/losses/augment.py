@@ -55,9 +55,9 @@ class AugmentPipe:
     """StyleGAN2-ADA's ``bgc`` augmentations (paper's defaults).
 
     Args:
-        xflip, rotate90, xint, scale, rotate, aniso, xfrac, brightness, contrast, lumaflip, hue,
-            saturation: each transform's probability multiplier (1: fires with probability p,
-            0: off).
+        xflip, rotate90, xint, scale, rotate, aniso, xfrac: the geometric transforms'
+            probability multipliers (1: fires with probability p, 0: off).
+        brightness, contrast, lumaflip, hue, saturation: the colour transforms' multipliers.
         xint_max: integer translation range, a fraction of the image size (0.125).
         scale_std, aniso_std: log2 standard deviations of the scalings (0.2).
         rotate_max: rotation range, a fraction of 180 degrees (1: any angle).

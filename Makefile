@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install train test test-all lint format bench bench-quick gpu-check docs clean
+.PHONY: help install demo train test test-all lint format bench bench-quick gpu-check docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -14,10 +14,13 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,serve]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install the package (editable, dev extra); idempotent
+install: $(STAMP)  ## create .venv and install the package (editable, dev and serve extras); idempotent
+
+demo: install  ## the web app (stage=serve) on http://127.0.0.1:7860; ARGS= adds overrides (weights=PATH)
+	$(PY) -m gpen_lightning stage=serve $(ARGS)
 
 train: install  ## pre-train a tiny GPEN prior on synthetic faces (2-core CPU: minutes); ARGS= adds overrides
 	$(PY) -m gpen_lightning stage=prior $(ARGS)

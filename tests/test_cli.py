@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from gpen_lightning.app import build_stage
-from gpen_lightning.config import compose, conf_dir
+from gpen_lightning.config import ROOTS, compose, conf_dir
 
 GROUPS = sorted(
     p.name for p in conf_dir().iterdir() if p.is_dir() and p.name not in ("hydra", "stage")
@@ -48,22 +48,19 @@ def test_every_config_option_composes_and_resolves(override, tmp_path):
         "experiment=faces64",
     )
     extra = ["data.root=/data/ffhq"] if override in needs_root else []
-    if override == "stage=restore":
+    if override in ("stage=restore", "stage=prepare"):
         extra = ["input=photos/"]
     if override == "experiment=gpen512_official":
         extra = ["data.root=/data/ffhq", "module.id_weights=/w/model_ir_se50.pth"]
     cfg = compose([override, f"paths.output_dir={tmp_path}", *extra])
     stage = {
-        "stage=restore": "restore",
-        "stage=evaluate": "evaluate",
-        "stage=export": "export",
-        "stage=finetune": "finetune",
+        **{f"stage={name}": name for name in ROOTS},
         "experiment=gpen512_paper": "finetune",
         "experiment=gpen512_official": "finetune",
         "hparams_search=ablation": "finetune",
     }
     assert cfg.task_name == stage.get(override, "prior")
-    if cfg.task_name in ("restore", "evaluate", "export"):  # its own root config: an object
+    if "_target_" in cfg:  # a stage with its own root config: an object
         built = build_stage(cfg)  # every option it takes resolves, none is missing
         assert type(built).__name__ == f"{cfg.task_name.capitalize()}Stage"
         assert built.output == str(tmp_path)

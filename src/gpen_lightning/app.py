@@ -56,10 +56,13 @@ def run(cfg: DictConfig) -> Any:
     use_cpu_huge_pages(cfg.get("cpu_huge_pages", True))  # before torch is imported
     _single_log_stream()
     if "_target_" not in cfg:
-        from gpen_lightning.train import train
+        from gpen_lightning.train import objective, train
 
         result = train(cfg)
-        if result["diverged"]:
+        metric = cfg.get("optimized_metric")
+        if metric:  # a sweep's objective (a diverged run raises TrialFailed: a failed job)
+            return objective(result, metric)
+        if result["diverged"] and not _multirun():  # a sweep goes on (its job logged the error)
             raise SystemExit(
                 "training stopped because the losses kept being non-finite; the last good "
                 f"checkpoint is in {result['output_dir']}/checkpoints"
@@ -69,6 +72,13 @@ def run(cfg: DictConfig) -> Any:
     if isinstance(result, int) and result:  # an exit status (restore: some file failed)
         raise SystemExit(result)
     return result
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def main() -> Any:

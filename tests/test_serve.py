@@ -3,6 +3,7 @@ network, results), its config, and the HTTP API of a running server (gradio_clie
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -19,6 +20,7 @@ from PIL import Image
 from gpen_lightning.app import build_stage
 from gpen_lightning.config import compose
 from gpen_lightning.data.synthetic import render_face
+from gpen_lightning.restore.tasks import LUMA
 from gpen_lightning.restore.video import probe
 from gpen_lightning.serve.handlers import (
     RequestError,
@@ -154,6 +156,29 @@ def test_restore_photo_results_and_refusals(models, tmp_path):
     for _ in range(4):
         work.new()
     assert len(list(work.root.iterdir())) == 3  # only the newest `keep`
+
+
+def test_aligned_faces_and_the_demo_tasks(models, tmp_path):
+    """An aligned crop is restored as one face (no detection); colorization keeps the crop's
+    luma (the demo's post-process at another size than S) on its own restorer; tasks need
+    aligned crops, clips take none."""
+    work = Workspace(tmp_path / "results")
+    crop = render_face(64, torch.Generator().manual_seed(2)).permute(1, 2, 0).numpy()
+    Image.fromarray(crop).save(tmp_path / "crop.png")
+    run = functools.partial(restore_photo, models, tmp_path / "crop.png", choice=None,
+                            workspace=work, max_pixels=10**6)  # fmt: skip
+    aligned = run(options=RequestOptions(aligned=True))
+    assert aligned.after.shape == (64, 64, 3) and len(aligned.faces) == 1
+    colour = run(options=RequestOptions(aligned=True, task="colorization"))
+    assert models.get(None, "colorization") is not models.get(None)  # a restorer per task
+    luma = crop.astype(np.float64) @ np.array(LUMA)
+    error = np.abs(colour.after.astype(np.float64) @ np.array(LUMA) - luma)
+    assert np.median(error) <= 1.0 and error.mean() < 1.5
+    assert np.abs(colour.after.astype(float) - aligned.after).mean() > 1  # another network
+    with pytest.raises(ValueError, match="aligned face crop"):
+        RequestOptions(task="inpainting")
+    with pytest.raises(ValueError, match="choose one of"):
+        RequestOptions(aligned=True, task="paint")
 
 
 def test_request_options_are_validated():

@@ -40,6 +40,7 @@ __all__ = [
     "task_crop",
     "task_image",
     "to_gray",
+    "weights_task",
 ]
 
 TASKS = ("restore", "colorization", "inpainting", "seg2face")
@@ -76,6 +77,13 @@ class Task:
                 f"task={self.task} takes aligned face crops, as the official demo (its task "
                 "resizes the whole input to the network's size): set aligned=true"
             )
+
+
+def weights_task(name: str | os.PathLike | None) -> str:
+    """The task an official release's file or preset name was made for ("restore" for the BFR
+    networks and for names without a task word: our exports, tiny presets)."""
+    lower = Path(name).name.lower().replace("_", "-") if name else ""
+    return next((t for t, tag in _TAGS.items() if f"-{tag}-" in lower), "restore")
 
 
 def check_task_weights(task: str, *, weights: object = None, model: str | None = None) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import gradio as gr
 
+from gpen_lightning.restore.tasks import TASKS
 from gpen_lightning.serve.handlers import RequestError, Workspace, restore_clip, restore_photo
 from gpen_lightning.serve.models import Models, RequestOptions
 
@@ -74,11 +75,20 @@ def _controls(models: Models) -> dict[str, gr.components.Component]:
             ["hull", "template"], value="hull", label="Paste mask (hull: face region)"
         ),
         "model": gr.Dropdown(models.choices(), value=default, label="Network (weights)"),
+        "aligned": gr.Checkbox(value=False, label="Aligned face (the photo is one face crop)"),
+        "task": gr.Radio(
+            list(TASKS),
+            value="restore",
+            label="Task (colorization, inpainting, seg2face: aligned crops, their own weights)",
+        ),
     }
 
 
-def _options(alpha, upscale, only_center_face, min_face_size, bg_upsampler, paste_mask):
+def _options(alpha, upscale, only_center_face, min_face_size, bg_upsampler, paste_mask,
+             aligned=False, task="restore"):  # fmt: skip
     return RequestOptions(
+        aligned=bool(aligned),
+        task=str(task or "restore"),
         alpha=float(alpha),
         upscale=float(upscale),
         only_center_face=bool(only_center_face),
@@ -96,11 +106,13 @@ def _as_page_error(err: Exception) -> gr.Error:
 
 def _photo_fn(models: Models, workspace: Workspace, settings: AppSettings):
     def restore(image, alpha=1.0, upscale=1.0, only_center_face=False, min_face_size=0.0,
-                bg_upsampler="bicubic", paste_mask="hull", model=None):  # fmt: skip
-        """Restore the faces of a photo; returns the restored PNG, the before/after pair, the
-        faces, their zip and notes."""
+                bg_upsampler="bicubic", paste_mask="hull", model=None, aligned=False,
+                task="restore"):  # fmt: skip
+        """Restore the faces of a photo (or an aligned face, for any task); returns the
+        restored PNG, the before/after pair, the faces, their zip and notes."""
         try:
-            args = (alpha, upscale, only_center_face, min_face_size, bg_upsampler, paste_mask)
+            args = (alpha, upscale, only_center_face, min_face_size, bg_upsampler, paste_mask,
+                    aligned, task)  # fmt: skip
             r = restore_photo(
                 models,
                 upload_path(image),
@@ -118,10 +130,12 @@ def _photo_fn(models: Models, workspace: Workspace, settings: AppSettings):
 
 def _video_fn(models: Models, workspace: Workspace, settings: AppSettings):
     def restore_video(video, alpha=1.0, upscale=1.0, only_center_face=False, min_face_size=0.0,
-                      bg_upsampler="bicubic", paste_mask="hull", model=None,
-                      progress=_PROGRESS):  # fmt: skip
+                      bg_upsampler="bicubic", paste_mask="hull", model=None, aligned=False,
+                      task="restore", progress=_PROGRESS):  # fmt: skip
         """Restore the faces of every frame of a clip; returns the clip and notes."""
         try:
+            if task not in (None, "restore") or aligned:
+                raise RequestError("clips are restored as whole frames: task=restore, not aligned")
             args = (alpha, upscale, only_center_face, min_face_size, bg_upsampler, paste_mask)
             r = restore_clip(
                 models,

@@ -138,7 +138,11 @@ def _faces(result: RestoreResult, folder: Path) -> tuple[list[tuple[np.ndarray, 
     pairs, archive = [], folder / "faces.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for i, face in enumerate(result.faces):
-            pair = np.concatenate([face.crop, face.restored], axis=1)  # (S, 2S, 3)
+            restored = face.restored  # a task's output may be at the network's size
+            if restored.shape != face.crop.shape:
+                size = face.crop.shape[1::-1]
+                restored = np.asarray(Image.fromarray(restored).resize(size, Image.BICUBIC))
+            pair = np.concatenate([face.crop, restored], axis=1)  # (S, 2S, 3)
             pairs.append((pair, f"face {i}: input | restored (score {face.score:.2f})"))
             zf.write(_save_png(pair, folder / f"face_{i:02d}.png"), f"face_{i:02d}.png")
     return pairs, archive
@@ -157,7 +161,7 @@ def restore_photo(
     ``Models.choices()`` value; None: the default) and ``options``. Raises ``RequestError``."""
     image = read_image(path, max_pixels=max_pixels, upscale=options.upscale)
     restorer = models.view(choice, options)
-    result = restorer.restore(image)
+    result = restorer.restore(image, aligned=options.aligned)
     if not result.faces:
         least = f" and min_face_size={options.min_face_size:g} px" if options.min_face_size else ""
         raise RequestError(

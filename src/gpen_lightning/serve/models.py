@@ -19,6 +19,7 @@ from gpen_lightning.io import latest_file
 from gpen_lightning.restore.background import BG_UPSAMPLERS, Upsampler, make_bg_upsampler
 from gpen_lightning.restore.detect import RetinaFaceDetector
 from gpen_lightning.restore.restorer import Detection, Paste, Restorer
+from gpen_lightning.restore.tasks import TASKS, Task, weights_task
 from gpen_lightning.runtime import resolve_device
 
 __all__ = [
@@ -57,6 +58,10 @@ class RequestOptions:
         bg_upsampler: background upsampler, "bicubic" or "realesrgan" (``Models.upsamplers``:
             realesrgan only on a server started with ``bg_weights``).
         paste_mask: "hull" or "template" (``Paste``).
+        aligned: the upload is an aligned face crop (no detection, no paste-back).
+        task: "restore", or the official demo's "colorization", "inpainting" (the face's
+            holes painted white) or "seg2face" (a parsing map in): aligned crops only, with
+            that task's weights (``restore.tasks``).
     """
 
     alpha: float = 1.0
@@ -65,8 +70,17 @@ class RequestOptions:
     min_face_size: float = 0.0
     bg_upsampler: str = "bicubic"
     paste_mask: str = "hull"
+    aligned: bool = False
+    task: str = "restore"
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task={self.task!r}: choose one of {', '.join(TASKS)}")
+        if self.task != "restore" and not self.aligned:
+            raise ValueError(
+                f"task={self.task} takes an aligned face crop, as the official demo: tick "
+                "'Aligned face' and upload the crop"
+            )
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha={self.alpha}: fidelity must be between 0 and 1")
         if not 1.0 <= self.upscale <= 8.0:
@@ -156,7 +170,7 @@ class Models:
             )
         self.files = find_weights(weights_dir)
         self.default = self._default(weights)
-        self._loaded: OrderedDict[str, Restorer] = OrderedDict()
+        self._loaded: OrderedDict[tuple[str, str], Restorer] = OrderedDict()
         self._lock = threading.Lock()
 
     def _default(self, weights: str | None) -> str | None:
@@ -193,20 +207,21 @@ class Models:
             return "weights=latest (newest stage=finetune export)"
         return Path(weights).name
 
-    def get(self, choice: str | None = None) -> Restorer:
-        """The loaded ``Restorer`` of a picker value (default: the default), loading it once."""
+    def get(self, choice: str | None = None, task: str = "restore") -> Restorer:
+        """The loaded ``Restorer`` of a picker value (default: the default) for ``task``,
+        loading it once."""
         key = choice or self.key(self.default)
         with self._lock:
-            if key in self._loaded:
-                self._loaded.move_to_end(key)
-                return self._loaded[key]
-            restorer = self._load(key)
-            self._loaded[key] = restorer
+            if (key, task) in self._loaded:
+                self._loaded.move_to_end((key, task))
+                return self._loaded[key, task]
+            restorer = self._load(key, task)
+            self._loaded[key, task] = restorer
             while len(self._loaded) > self.max_loaded:
                 self._loaded.popitem(last=False)
             return restorer
 
-    def _load(self, key: str) -> Restorer:
+    def _load(self, key: str, task: str) -> Restorer:
         allowed = {self.key(self.default), LATEST, *map(str, self.files)}
         if key not in allowed:
             raise ValueError(f"model {key!r} is not offered; choose one of {sorted(allowed)}")
@@ -221,6 +236,7 @@ class Models:
             batch_size=self.batch_size,
             detection=self.detection,
             paste=Paste(),
+            task=Task(task=task),
         )
 
     def view(self, choice: str | None, options: RequestOptions) -> Restorer:
@@ -232,7 +248,7 @@ class Models:
                 "with bg_weights=PATH (a RealESRNet / Real-ESRGAN RRDBNet file)"
             )
         upsampler = self.upsamplers[options.bg_upsampler]
-        return with_options(self.get(choice), options, upsampler=upsampler)
+        return with_options(self.get(choice, options.task), options, upsampler=upsampler)
 
     def warm_up(self) -> None:
         """Load the default network and the detector's session now, once, before any request
@@ -245,5 +261,7 @@ class Models:
         (loading it if needed)."""
         key = choice or self.key(self.default)
         weights = None if key.startswith("random:") else key
-        size = self.get(key).size
-        return f"**{self.label(weights)}**: restores {size} px faces (aligned {size}x{size} crops)."
+        task = weights_task(weights or self.model)
+        size = self.get(key, task).size
+        does = "restores" if task == "restore" else f"task={task} on"
+        return f"**{self.label(weights)}**: {does} {size} px faces (aligned {size}x{size} crops)."

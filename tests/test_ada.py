@@ -263,25 +263,13 @@ def test_p_and_the_sign_count_resume_exactly(tmp_path):
 def test_two_processes_augment_and_adapt_p_as_one_process_does(tmp_path):
     """float64, 24 minibatches of 8 with ADA (p from 0.5, adjusted every 2): ``trainer=ddp_sim``
     with 4 per process ends on the p, sign count and weights of ``trainer=cpu`` with 8."""
-    import subprocess
-    import sys
 
-    from tests.test_distributed import INVARIANCE, cli_env, exported, last_state, max_diff
+    from tests.test_distributed import INVARIANCE, cli_run, exported, last_state, max_diff
 
     common = ["stage=prior", *INVARIANCE, "module.augment=ada", *ADA_RESUME]
 
     def run(name: str, *overrides: str) -> Path:
-        command = [sys.executable, "-m", "gpen_lightning", *common, *overrides]
-        proc = subprocess.run(
-            [*command, f"hydra.run.dir={tmp_path / name}"],
-            env=cli_env(tmp_path),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-        return tmp_path / name
+        return cli_run(tmp_path, name, *common, *overrides, timeout=900)
 
     one = run("one", "trainer=cpu", "model.recipe.batch_size=8")
     two = run("two", "trainer=ddp_sim", "model.recipe.batch_size=4")

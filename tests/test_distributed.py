@@ -239,7 +239,9 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1", GPEN_OUTPUTS=str(tmp_path / "outputs"))
 
 
-def _cli_run(tmp_path: Path, name: str, *overrides: str) -> Path:
+def cli_run(tmp_path: Path, name: str, *overrides: str, timeout: float = 600) -> Path:
+    """``python -m gpen_lightning OVERRIDES`` in ``tmp_path / name`` (its run folder, returned);
+    fails the test with the run's log tail when it fails."""
     import subprocess
     import sys
 
@@ -250,7 +252,7 @@ def _cli_run(tmp_path: Path, name: str, *overrides: str) -> Path:
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return run
@@ -278,15 +280,15 @@ def test_two_processes_train_what_one_process_trains_on_the_same_global_batch(
     common = [f"stage={stage}", *INVARIANCE]
     if stage == "finetune":
         common.append("module.init=none")  # random prior weights: no prior run needed
-    one = _cli_run(tmp_path, "one", *common, "trainer=cpu", "model.recipe.batch_size=8")
-    two = _cli_run(tmp_path, "two", *common, "trainer=ddp_sim", "model.recipe.batch_size=4")
+    one = cli_run(tmp_path, "one", *common, "trainer=cpu", "model.recipe.batch_size=8")
+    two = cli_run(tmp_path, "two", *common, "trainer=ddp_sim", "model.recipe.batch_size=4")
     a, b = exported(one / export), exported(two / export)
     seen = [last_state(run)["images_seen"] for run in (one, two)]
     assert int(seen[0]) == int(seen[1]) == 192
     same = max_diff(a, b)
     assert same <= 1e-4, same
     if stage == "prior":  # the keys matter: another data seed (same initial weights) differs
-        moved = _cli_run(
+        moved = cli_run(
             tmp_path, "seed1", *common, "trainer=cpu", "model.recipe.batch_size=8", "data.seed=1"
         )
         assert max_diff(a, exported(moved / export)) > 1e-2 > 1e3 * max(same, 1e-9)

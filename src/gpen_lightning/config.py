@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["ROOTS", "compose", "conf_dir", "register_resolvers", "root_config"]
+__all__ = ["ROOTS", "compose", "conf_dir", "options_for", "register_resolvers", "root_config"]
 
 # Each stage's root config (conf/<name>.yaml). The training stages share conf/config.yaml, whose
 # `stage` group picks prior or fine-tuning; every other stage composes only what it reads, so an
@@ -32,6 +34,13 @@ def register_resolvers() -> None:
 
     OmegaConf.register_new_resolver("gpen.auto", auto_value, replace=True)
     OmegaConf.register_new_resolver("gpen.global_batch", global_batch, replace=True)
+
+
+def options_for(target: Callable, stage: object) -> dict[str, Any]:
+    """The attributes of ``stage`` named as the parameters of ``target`` (a dataclass's fields, a
+    function's arguments): how a stage object hands its options on, by name, without copies."""
+    names = inspect.signature(target).parameters
+    return {name: getattr(stage, name) for name in names if hasattr(stage, name)}
 
 
 def conf_dir() -> Path:

@@ -27,13 +27,17 @@ ROOTS = {
 
 def register_resolvers() -> None:
     """``${gpen.auto:KEY,RES,BATCH}``: a value of the resolution- and batch-scaled recipe;
-    ``${gpen.global_batch:PER_DEVICE,DEVICES,NODES}``: the batch over all processes
-    (``gpen_lightning.recipes``). Idempotent; done on import of this module, which
-    every entry point (the CLI, ``compose``) imports before composing."""
-    from gpen_lightning.recipes import auto_value, global_batch
+    ``${gpen.global_batch:PER_DEVICE,DEVICES,NODES}``: the batch over all processes;
+    ``${gpen.preset:NAME,FIELD}``: a field of a zoo preset (``gpen_lightning.recipes``); and the
+    stage option configs (``gpen_lightning.options``). Idempotent; done on import of this module,
+    which every entry point (the CLI, ``compose``) imports before composing."""
+    from gpen_lightning.options import register_configs
+    from gpen_lightning.recipes import auto_value, global_batch, preset_value
 
     OmegaConf.register_new_resolver("gpen.auto", auto_value, replace=True)
     OmegaConf.register_new_resolver("gpen.global_batch", global_batch, replace=True)
+    OmegaConf.register_new_resolver("gpen.preset", preset_value, replace=True)
+    register_configs()
 
 
 def options_for(target: Callable, stage: object) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["ROOTS", "compose", "conf_dir", "register_resolvers", "root_config"]
+__all__ = ["ROOTS", "compose", "conf_dir", "options_for", "register_resolvers", "root_config"]
 
 # Each stage's root config (conf/<name>.yaml). The training stages share conf/config.yaml, whose
 # `stage` group picks prior or fine-tuning; every other stage composes only what it reads, so an
@@ -25,13 +27,24 @@ ROOTS = {
 
 def register_resolvers() -> None:
     """``${gpen.auto:KEY,RES,BATCH}``: a value of the resolution- and batch-scaled recipe;
-    ``${gpen.global_batch:PER_DEVICE,DEVICES,NODES}``: the batch over all processes
-    (``gpen_lightning.recipes``). Idempotent; done on import of this module, which
-    every entry point (the CLI, ``compose``) imports before composing."""
-    from gpen_lightning.recipes import auto_value, global_batch
+    ``${gpen.global_batch:PER_DEVICE,DEVICES,NODES}``: the batch over all processes;
+    ``${gpen.preset:NAME,FIELD}``: a field of a zoo preset (``gpen_lightning.recipes``); and the
+    stage option configs (``gpen_lightning.options``). Idempotent; done on import of this module,
+    which every entry point (the CLI, ``compose``) imports before composing."""
+    from gpen_lightning.options import register_configs
+    from gpen_lightning.recipes import auto_value, global_batch, preset_value
 
     OmegaConf.register_new_resolver("gpen.auto", auto_value, replace=True)
     OmegaConf.register_new_resolver("gpen.global_batch", global_batch, replace=True)
+    OmegaConf.register_new_resolver("gpen.preset", preset_value, replace=True)
+    register_configs()
+
+
+def options_for(target: Callable, stage: object) -> dict[str, Any]:
+    """The attributes of ``stage`` named as the parameters of ``target`` (a dataclass's fields, a
+    function's arguments): how a stage object hands its options on, by name, without copies."""
+    names = inspect.signature(target).parameters
+    return {name: getattr(stage, name) for name in names if hasattr(stage, name)}
 
 
 def conf_dir() -> Path:

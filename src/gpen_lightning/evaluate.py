@@ -21,6 +21,7 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
+from gpen_lightning.config import options_for
 from gpen_lightning.data.folder import FaceFolder
 from gpen_lightning.data.synthetic import SyntheticFaces
 from gpen_lightning.evaluation.prior import evaluate_prior
@@ -272,18 +273,7 @@ class EvaluateStage:
 
     def scorer(self, device: torch.device) -> Scorer:
         """The metrics the options configure."""
-        return Scorer.load(
-            lpips_weights=self.lpips_weights,
-            lpips_net=self.lpips_net,
-            fid_weights=self.fid_weights,
-            id_weights=self.id_weights,
-            lmd=self.lmd,
-            dlib_identity=self.dlib_identity,
-            fid_cache=self.fid_cache,
-            niqe_params=self.niqe_params,
-            y_channel=self.y_channel,
-            device=device,
-        )
+        return Scorer.load(**options_for(Scorer.load, self) | {"device": device})
 
     def run(self) -> dict[str, Any]:
         """Evaluate and write the reports; ``{"table", "output"}``."""

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from gpen_lightning.config import options_for
 from gpen_lightning.data.folder import IMAGE_EXTENSIONS, read_rgb, sniff, to_square
 from gpen_lightning.data.streaming import INFO_FILE, SKIPPED_FILE, is_remote
 
@@ -195,15 +196,7 @@ class PrepareStage:
 
     def run(self) -> int:
         """Pack the faces; the exit status (0: faces written; the skipped ones are listed)."""
-        info = prepare_faces(
-            input=self.input,
-            output=self.output,
-            size=self.size,
-            quality=self.quality,
-            workers=self.workers,
-            chunk_bytes=self.chunk_bytes,
-            overwrite=self.overwrite,
-        )
+        info = prepare_faces(**options_for(prepare_faces, self))
         out = Path(self.output).expanduser()
         mb = info["bytes"] / 2**20
         print(

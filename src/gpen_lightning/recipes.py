@@ -17,17 +17,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from omegaconf import OmegaConf
-
-from gpen_lightning.options import register_configs
-
 __all__ = [
     "AUTO_KEYS",
     "auto_recipe",
     "auto_value",
     "global_batch",
     "preset_value",
-    "register_config_extras",
 ]
 
 AutoKey = Literal["r1_gamma", "ema_half_life_kimg", "lr", "stddev_group"]
@@ -77,14 +72,3 @@ def preset_value(name: str, field: str) -> Any:
     if field not in known:
         raise KeyError(f"unknown preset field {field!r}; available: {', '.join(known)}")
     return getattr(get_preset(name), field)
-
-
-def register_config_extras() -> None:
-    """The ``gpen.preset`` resolver and the stage option configs (``gpen_lightning.options``).
-    Idempotent; done on import of this module, which ``gpen_lightning.config`` imports (with the
-    other resolvers) before anything composes."""
-    OmegaConf.register_new_resolver("gpen.preset", preset_value, replace=True)
-    register_configs()
-
-
-register_config_extras()

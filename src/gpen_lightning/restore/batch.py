@@ -175,9 +175,7 @@ class RestoreRun:
         )
         pending: list[Pending] = []
         for path in progress:
-            if path.suffix.lower() in VIDEO_EXTENSIONS:
-                self.video(path)
-            elif (item := self.prepare(path)) is not None:
+            if (item := self.take(path)) is not None:
                 pending.append(item)
             if len(pending) >= self.options.images_per_batch:
                 self.write_all(pending, self.restore(pending))
@@ -200,6 +198,13 @@ class RestoreRun:
         else:
             return rel, target
         return None
+
+    def take(self, path: Path) -> Pending | None:
+        """A video is restored now (None); an image is read for ``restore`` (``prepare``)."""
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            self.video(path)
+            return None
+        return self.prepare(path)
 
     def prepare(self, path: Path) -> Pending | None:
         """Read the image ``path`` unless its output must not be written (then None)."""

@@ -6,6 +6,7 @@ gathered into one summary on global rank 0."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -18,7 +19,6 @@ from torch.utils.data import DataLoader
 
 from gpen_lightning.restore.batch import Pending, Report, RestoreRun, RunOptions
 from gpen_lightning.restore.restorer import Restorer
-from gpen_lightning.restore.video import VIDEO_EXTENSIONS
 from gpen_lightning.runtime import close_process_group
 
 __all__ = ["RestoreModule", "RestoreWriter", "predict_files"]
@@ -48,13 +48,8 @@ class RestoreModule(L.LightningModule):
         self.run.show_progress = self.trainer.is_global_zero
 
     def predict_step(self, batch: list[int]) -> tuple[list[Pending], list]:
-        pending = []
-        for index in batch:
-            path = self.files[index]
-            if path.suffix.lower() in VIDEO_EXTENSIONS:
-                self.run.video(path)
-            elif (item := self.run.prepare(path)) is not None:
-                pending.append(item)
+        items = [self.run.take(self.files[index]) for index in batch]
+        pending = [item for item in items if item is not None]
         return pending, self.run.restore(pending)
 
 
@@ -76,10 +71,7 @@ class RestoreWriter(BasePredictionWriter):
         if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
             reports = [None] * trainer.world_size
             dist.all_gather_object(reports, pl_module.run.report)
-        total = Report()
-        for report in reports:
-            total = total.merge(report)
-        self.report = total
+        self.report = functools.reduce(Report.merge, reports, Report())
 
 
 def predict_files(

@@ -6,12 +6,12 @@ processes, through Lightning's predict loop (``restore.distributed``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from gpen_lightning.config import options_for
 from gpen_lightning.restore.batch import (
     RestoreRun,
     RunOptions,
@@ -87,25 +87,21 @@ class RestoreStage:
             bf16=self.bf16,
             cuda_graph=self.cuda_graph,
             batch_size=self.batch_size,
-            detection=Detection(**self._fields_of(Detection)),
-            paste=Paste(**self._fields_of(Paste)),
-            task=Task(**self._fields_of(Task)),
+            detection=Detection(**options_for(Detection, self)),
+            paste=Paste(**options_for(Paste, self)),
+            task=Task(**options_for(Task, self)),
         )
-
-    def _fields_of(self, cls: type) -> dict[str, Any]:
-        """This stage's options that are fields of the dataclass ``cls`` (same names)."""
-        return {f.name: getattr(self, f.name) for f in fields(cls) if hasattr(self, f.name)}
 
     def run_options(self) -> RunOptions:
         """What the batch runner does with each file: the fields of ``RunOptions``."""
-        return RunOptions(**self._fields_of(RunOptions))
+        return RunOptions(**options_for(RunOptions, self))
 
     def run(self) -> int:
         """Restore every file; the exit status (0: every file restored, 1: some failed)."""
         files, root = collect_inputs(str(self.input))
         out_dir = Path(self.output).expanduser()
         refuse_output_in_inputs(out_dir, files, root, self.suffix or "")
-        Task(**self._fields_of(Task)).check(aligned=self.aligned)
+        Task(**options_for(Task, self)).check(aligned=self.aligned)
         if not files:
             print(f"No images or videos found under {self.input}.")
             return 1

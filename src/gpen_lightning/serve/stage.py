@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpen_lightning.config import options_for
+
 __all__ = ["ServeStage", "parse_auth"]
 
 
@@ -78,22 +80,7 @@ class ServeStage:
         """The shared networks (``serve.models.Models``), the default one loaded."""
         from gpen_lightning.serve.models import Models
 
-        models = Models(
-            weights=self.weights,
-            weights_dir=self.weights_dir,
-            model=self.model,
-            runs_root=self.paths["log_dir"],
-            device=self.device,
-            bf16=self.bf16,
-            batch_size=self.batch_size,
-            template=self.template,
-            score_threshold=self.score_threshold,
-            detector_weights=self.detector_weights,
-            bg_weights=self.bg_weights,
-            bg_tile=self.bg_tile,
-            bg_tile_pad=self.bg_tile_pad,
-            max_loaded=self.max_loaded,
-        )
+        models = Models(runs_root=self.paths["log_dir"], **options_for(Models, self))
         models.warm_up()  # load once at start: the first request does not wait, errors show now
         return models
 
@@ -114,12 +101,7 @@ class ServeStage:
         from gpen_lightning.serve.handlers import Workspace
 
         results = Path(self.output).expanduser() / "results"
-        settings = AppSettings(
-            max_pixels=self.max_pixels,
-            frames_per_batch=self.frames_per_batch,
-            crf=self.crf,
-            cache_seconds=self.cache_seconds,
-        )
+        settings = AppSettings(**options_for(AppSettings, self))
         demo = build_app(self.models(), Workspace(results, keep=self.keep_results), settings)
         demo.queue(default_concurrency_limit=self.concurrency, max_size=self.queue_size)
         demo.launch(

@@ -35,11 +35,15 @@ def test_faces64_composes_for_both_stages_on_a_folder(tmp_path):
         assert cfg.data._target_.endswith("FaceDataModule") and cfg.data.root == "/data/faces"
         assert cfg.data.size == 64 and cfg.trainer.accelerator == "cpu"
         assert list(cfg.logger) == ["csv"]
-    # the slim recipe reaches the fine-tuning module; the prior keeps the StyleGAN2 rate
-    assert cfg.module.lr == 0.02 and list(cfg.module.betas) == [0.9, 0.99]
-    assert cfg.module.fm_weight == 0.0 and cfg.module.adv_weight == 0.01
+    # the recipe the Optuna search chose reaches the fine-tuning module, the prior trains at 0.01,
+    # and both stages stop on their wall-clock budgets (13 + 12 minutes)
+    assert cfg.module.lr == 0.016 and list(cfg.module.betas) == [0.9, 0.99]
+    assert cfg.module.fm_weight == 0.0 and cfg.module.adv_weight == 0.0003
+    assert cfg.trainer.max_time == "00:00:12:00" and cfg.degradation.reference_size == 512
     prior = compose(["experiment=faces64", "data.root=/d", f"paths.output_dir={tmp_path}"])
-    assert prior.module.lr == 0.002 and list(prior.module.betas) == [0.0, 0.99]
+    assert prior.module.lr == 0.01 and list(prior.module.betas) == [0.0, 0.99]
+    assert prior.trainer.max_time == "00:00:13:00"
+    assert cfg.module.max_kimg > 60 and prior.module.max_kimg > 60  # the budgets stop first
     paper = compose(["stage=finetune", "model=gpen-bfr-512", f"paths.output_dir={tmp_path}"])
     assert (paper.module.lr, paper.module.fm_weight, paper.module.adv_weight) == (0.002, 0.02, 1)
     assert list(paper.module.betas) == [0.0, 0.99]

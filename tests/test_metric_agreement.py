@@ -1,33 +1,25 @@
 """FID's conventions against the references that are project dependencies: the Inception
 features against torch-fidelity's own extractor (TF1 bilinear resize, not torchmetrics'
 antialiased default) and the Frechet distance on the singular covariances of a small set.
-``benchmarks/metric_agreement.py`` measures the same against pytorch-fid and lpips."""
+``benchmarks/metric_agreement.py`` measures the same against pytorch-fid and lpips; its stand-in
+weights and exact Frechet distance serve here too."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from benchmarks.metric_agreement import exact_fid, standin_inception
 
 from gpen_lightning.metrics.fid import FidStatistics, frechet_distance, load_inception
 
 
 @pytest.fixture(scope="module")
-def healthy_inception(inception_file, tmp_path_factory):
-    """The stand-in Inception with He-normal convolutions and random BatchNorm statistics: the
-    default init's features vanish (~1e-7), these are O(1) and every tensor shapes them."""
-    state = torch.load(inception_file, weights_only=True)
-    gen = torch.Generator().manual_seed(4)
-    for key, tensor in state.items():
-        if key.endswith("conv.weight"):
-            tensor.normal_(0, (2 / tensor[0].numel()) ** 0.5, generator=gen)
-        elif key.endswith("bn.weight"):
-            tensor.uniform_(0.5, 1.5, generator=gen)
-        elif key.endswith(("bn.bias", "bn.running_mean")):
-            tensor.normal_(0, 0.2, generator=gen)
-        elif key.endswith("bn.running_var"):
-            tensor.uniform_(0.5, 2.0, generator=gen)
+def healthy_inception(tmp_path_factory):
+    """The stand-in Inception of the benchmark: He-normal convolutions and random BatchNorm
+    statistics. The default init's features vanish (~1e-7); these are O(1) and every tensor
+    shapes them."""
     path = tmp_path_factory.mktemp("weights") / "inception-healthy.pth"
-    torch.save(state, path)
+    standin_inception(path, seed=4)
     return path
 
 
@@ -51,15 +43,6 @@ def test_inception_features_equal_torch_fidelity_and_not_the_antialiased_resize(
     assert gap > 1e-3  # torchmetrics' default resize is another convention
 
 
-def _exact_fid(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Without a D x D square root: tr (S_a S_b)^1/2 is the sum of the singular values of
-    A B^T, A and B the centred features over sqrt(N - 1) (S_a = A^T A, S_b = B^T B)."""
-    ca, cb = ((x - x.mean(0)) / (len(x) - 1) ** 0.5 for x in (a, b))
-    inner = torch.linalg.svdvals(ca @ cb.T).sum()
-    mean_shift = (a.mean(0) - b.mean(0)).square().sum()
-    return float(mean_shift + ca.square().sum() + cb.square().sum() - 2 * inner)
-
-
 def test_frechet_distance_is_exact_with_fewer_images_than_dimensions():
     """Rank-deficient covariances, as in every small set (86 faces against 2048 features)."""
     gen = torch.Generator().manual_seed(1)
@@ -67,6 +50,6 @@ def test_frechet_distance_is_exact_with_fewer_images_than_dimensions():
     b = torch.randn(44, 512, generator=gen, dtype=torch.float64) * 1.01 + 0.001
     sa, sb = FidStatistics.of(a), FidStatistics.of(b)
     assert torch.linalg.matrix_rank(sa.sigma) == 39
-    exact = _exact_fid(a, b)
+    exact = exact_fid(a, b)
     assert frechet_distance(sa, sb) == pytest.approx(exact, rel=1e-6)  # float32: 1.4e-3 off
     assert frechet_distance(sa, sa) == pytest.approx(0.0, abs=1e-6 * exact)

@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# extras `make install` installs; .ci/run adds identity (dlib) so its tests run instead of skipping
+EXTRAS ?= dev,serve
 
 .PHONY: help install demo train test test-all lint format bench bench-quick gpu-check docs clean
 
@@ -14,10 +16,10 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,serve]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install the package (editable, dev and serve extras); idempotent
+install: $(STAMP)  ## create .venv and install the package (editable; EXTRAS=dev,serve by default); idempotent
 
 demo: install  ## the web app (stage=serve) on http://127.0.0.1:7860; ARGS= adds overrides (weights=PATH)
 	$(PY) -m gpen_lightning stage=serve $(ARGS)

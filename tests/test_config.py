@@ -42,6 +42,7 @@ def test_every_model_option_is_the_zoo_preset_of_the_same_name():
             "adv_weight",
             "noise_lr",
             "finetune_lr",
+            "finetune_lr_ratio",
             "finetune_betas",
             "fm_weight",
         }, name

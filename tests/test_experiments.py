@@ -37,8 +37,9 @@ def test_faces64_composes_for_both_stages_on_a_folder(tmp_path):
         assert list(cfg.logger) == ["csv"]
     # the recipe the Optuna search chose reaches the fine-tuning module, the prior trains at 0.01,
     # and both stages stop on their wall-clock budgets (13 + 12 minutes)
-    assert cfg.module.lr == 0.016 and list(cfg.module.betas) == [0.9, 0.99]
-    assert cfg.module.fm_weight == 0.0 and cfg.module.adv_weight == 0.0003
+    assert cfg.module.lr == 0.024 and list(cfg.module.betas) == [0.9, 0.99]
+    assert list(cfg.module.lr_ratio) == [100, 100, 10]  # the decoder at the encoder's rate
+    assert cfg.module.fm_weight == 0.0 and cfg.module.adv_weight == 0.00004
     assert cfg.trainer.max_time == "00:00:12:00" and cfg.degradation.reference_size == 512
     prior = compose(["experiment=faces64", "data.root=/d", f"paths.output_dir={tmp_path}"])
     assert prior.module.lr == 0.01 and list(prior.module.betas) == [0.0, 0.99]
@@ -46,6 +47,7 @@ def test_faces64_composes_for_both_stages_on_a_folder(tmp_path):
     assert cfg.module.max_kimg > 60 and prior.module.max_kimg > 60  # the budgets stop first
     paper = compose(["stage=finetune", "model=gpen-bfr-512", f"paths.output_dir={tmp_path}"])
     assert (paper.module.lr, paper.module.fm_weight, paper.module.adv_weight) == (0.002, 0.02, 1)
+    assert list(paper.module.lr_ratio) == [100, 10, 1]
     assert list(paper.module.betas) == [0.0, 0.99]
     # the slim preset is tiny-32's width carried to 64 px: 32 channels, 16 at 64 px
     slim, tiny = get_preset("gpen-slim-64"), get_preset("gpen-tiny-32")

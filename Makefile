@@ -3,10 +3,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # extras `make install` installs; .ci/run adds identity (dlib) so its tests run instead of skipping
 EXTRAS ?= dev,serve
+# one stamp per set of extras: other EXTRAS on an existing .venv install what they add
+STAMP := $(VENV)/.installed-$(EXTRAS)
 
 .PHONY: help install demo train test test-all lint format bench bench-quick gpu-check docs clean
 

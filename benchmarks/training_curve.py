@@ -3,8 +3,7 @@
     python benchmarks/training_curve.py RUN_DIR [RUN_DIR ...] --metric val/swd --out curve.png
 
 Each RUN_DIR is a training run's output folder (the one holding ``csv/metrics.csv``); the x axis
-is ``progress/kimg`` (the images seen when the metric was logged) and, with ``--minutes``, the
-wall-clock minutes from the log's first row are printed too. Several runs share one plot
+is ``progress/kimg`` (the images seen when the metric was logged). Several runs share one plot
 (labels: ``--labels``).
 """
 

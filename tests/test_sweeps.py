@@ -96,7 +96,7 @@ def test_an_optuna_sweep_of_a_tiny_preset_returns_its_best_trial(tmp_path):
     assert len({_overrides(j)["module.lr"] for j in jobs}) == 3  # the sampler drew 3 settings
 
 
-GRID_WITH_A_DIVERGING_TRIAL = """# @package _global_
+SEARCH_WITH_A_DIVERGING_TRIAL = """# @package _global_
 defaults:
   - override /hydra/sweeper: optuna
   - override /hydra/sweeper/sampler: random
@@ -121,10 +121,10 @@ def test_a_diverged_trial_is_reported_as_failed_and_the_study_goes_on(tmp_path):
     fails with TrialFailed, the sweep goes on and exits 0, and the best trial is the other one."""
     conf = tmp_path / "conf" / "hparams_search"
     conf.mkdir(parents=True)
-    (conf / "grid_fail.yaml").write_text(GRID_WITH_A_DIVERGING_TRIAL)
+    (conf / "diverging_trial.yaml").write_text(SEARCH_WITH_A_DIVERGING_TRIAL)
     out, log = _sweep(
         tmp_path,
-        "hparams_search=grid_fail",
+        "hparams_search=diverging_trial",
         f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
         "logger=none",
         "module.max_nan_streak=1",

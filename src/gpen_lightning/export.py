@@ -70,7 +70,6 @@ def export_onnx(
     net = net.eval()
     example = _inputs(net, [2])[0]
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    path = Path(path)
 
     def write(tmp: Path) -> None:
         torch.onnx.export(
@@ -84,7 +83,7 @@ def export_onnx(
             external_data=False,
         )
 
-    atomic_write(path, write)
+    path = atomic_write(path, write)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     diff = 0.0
     for x in _inputs(net, verify_batches, seed=1):
@@ -104,8 +103,7 @@ def export_safetensors(
 
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     metadata = {"format": "gpen-lightning", "meta": json.dumps(meta or {})}
-    path = Path(path)
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    path = atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
     back = load_file(str(path))
     diff = max(float((back[k] - v).abs().max()) for k, v in state.items())
     _check("safetensors", diff, 0.0)
@@ -126,8 +124,7 @@ def export_torchscript(
     except Exception as err:  # tracing support varies by op and version
         return ExportResult("torchscript", None, None, f"skipped: {str(err).splitlines()[0]}")
     _check("TorchScript", diff, atol)
-    path = Path(path)
-    atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+    path = atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
     return ExportResult("torchscript", str(path), diff, "traced")
 
 
@@ -158,7 +155,6 @@ class ExportStage:
         net = load_restoration_model(
             self.weights, model=self.model, runs_root=self.paths["log_dir"]
         ).cpu()
-        net = net.eval()
         stem = self.name or (Path(self.weights).stem if self.weights else self.model)
         out = Path(self.output)
         results = [self._export(fmt, net, out / f"{stem}{FORMATS[fmt]}") for fmt in self.formats]

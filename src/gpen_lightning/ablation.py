@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
 from gpen_lightning.evaluate import evaluate, format_table
 from gpen_lightning.io import atomic_write
@@ -98,10 +98,7 @@ def ablation_report(
     atomic_write(files[0], lambda p: p.write_text(markdown + "\n"))
     meta = {"faces": n, "seed": seed, "jobs": {label: str(job) for label, job in jobs}, "ci95": ci}
     atomic_write(files[1], lambda p: p.write_text(json.dumps({**meta, "metrics": table}, indent=2)))
-    atomic_write(
-        files[2],
-        lambda p: save_image(make_grid(picture, nrow=len(columns), padding=2), p, format="png"),
-    )
+    atomic_write(files[2], lambda p: save_image(picture, p, nrow=len(columns), format="png"))
     print(markdown)
     print(f"grid: {files[2]} (rows: LQ | {' | '.join(label for label, _ in jobs)} | HQ)")
     return {"table": table, "markdown": markdown, "files": [str(f) for f in files]}

@@ -95,10 +95,6 @@ def evaluate(
     seed: int = 1234,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
-    lpips_weights: str | None = None,
-    lpips_net: str = "alex",
-    fid_weights: str | None = None,
-    id_weights: str | None = None,
     n_grid: int = 8,
     with_swd: bool = False,
     per_face: dict | None = None,
@@ -107,16 +103,10 @@ def evaluate(
     """Score ``net`` (row ``gpen``) and the baselines on the faces of ``dataset`` (items
     ``{"hq" uint8, "index"}``) degraded by ``degradation`` seeded with ``seed`` (the synthetic
     protocol; the ablation report uses it). Returns ``({method: {metric: mean}}, grid)``, the
-    grid rows [LQ | bicubic | GPEN | HQ] of the first ``n_grid`` faces. ``scorer`` (default: one
-    loaded from the weight files given) scores; ``with_swd`` adds the sliced Wasserstein
-    distance x 1e3; ``per_face`` is filled with every face's per-image scores."""
-    scorer = scorer or Scorer.load(
-        lpips_weights=lpips_weights,
-        lpips_net=lpips_net,
-        fid_weights=fid_weights,
-        id_weights=id_weights,
-        device=device,
-    )
+    grid rows [LQ | bicubic | GPEN | HQ] of the first ``n_grid`` faces. ``scorer`` (default: PSNR
+    and SSIM) scores; ``with_swd`` adds the sliced Wasserstein distance x 1e3; ``per_face`` is
+    filled with every face's per-image scores."""
+    scorer = scorer or Scorer.load(device=device)
     faces = EvalSet(
         "synthetic",
         dataset,
@@ -271,10 +261,6 @@ class EvaluateStage:
         stats.save(out / "fid_reference.npz")
         return stats
 
-    def scorer(self, device: torch.device) -> Scorer:
-        """The metrics the options configure."""
-        return Scorer.load(**options_for(Scorer.load, self) | {"device": device})
-
     def run(self) -> dict[str, Any]:
         """Evaluate and write the reports; ``{"table", "output"}``."""
         nets = self.networks()
@@ -283,7 +269,7 @@ class EvaluateStage:
             return self.run_prior(prior, out)
         faces = self.faces(nets)
         device = resolve_device(self.device)
-        scorer = self.scorer(device)
+        scorer = Scorer.load(**options_for(Scorer.load, self) | {"device": device})
         fid = scorer.inception is not None and self.fid_reference
         if faces.size is None and not fid and scorer.niqe is None:
             raise ValueError(
@@ -309,10 +295,9 @@ class EvaluateStage:
             meta["ci95"] = interval_table(per_face, seed=self.eval_seed)
             meta["paired"] = _paired(per_face, faces.baselines, list(nets), self.eval_seed)
             write_per_face(out / "per_image.csv", per_face, faces.names)
-        write_reports(out, table, meta, grid, columns=len(table) + bool(faces.size))
-        print(
-            f"Reports: {out}/report.md, report.csv, report.json; grid: {out}/grid.png "
-            f"(columns: {' | '.join(table)}{' | HQ' if faces.size else ''})"
+        columns = [*table, *(["HQ"] if faces.size else [])]
+        write_reports(
+            out, table, meta, grid, columns=len(columns), legend=f"columns: {' | '.join(columns)}"
         )
         return {"table": table, "output": str(out)}
 
@@ -357,11 +342,7 @@ class EvaluateStage:
             "faces": len(dataset),
             "seed": self.eval_seed,
         }
-        write_reports(out, table, meta, grid, columns=4)
-        print(
-            f"Reports: {out}/report.md, report.csv, report.json; grid: {out}/grid.png "
-            "(prior samples, then faces)"
-        )
+        write_reports(out, table, meta, grid, columns=4, legend="prior samples, then faces")
         return {"table": table, "output": str(out)}
 
 

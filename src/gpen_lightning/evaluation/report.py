@@ -6,11 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
 from gpen_lightning.io import atomic_write
 from gpen_lightning.metrics.scorer import HIGHER_BETTER
@@ -67,21 +68,26 @@ def format_paired(paired: dict[str, dict[str, list[float]]]) -> str:
     return "\n".join(lines)
 
 
+def _write_csv(path: Path, header: list[str], rows: Iterable[list]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write(path, lambda p: p.write_text(buf.getvalue()))
+
+
 def write_per_face(
     path: Path, per_face: dict[str, dict[str, torch.Tensor]], names: list[str] | None = None
 ) -> None:
     """One row per face and method: ``face, method, <metric>...`` (the per-image metrics; the
     face's file name when ``names`` is given, else its index; empty: not measured)."""
     metrics = list(dict.fromkeys(k for s in per_face.values() for k in s))
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["face", "method", *metrics])
-    for method, scores in per_face.items():
-        n = len(next(iter(scores.values())))
-        for i in range(n):
-            values = [float(scores[k][i]) if k in scores else "" for k in metrics]
-            writer.writerow([names[i] if names else i, method, *values])
-    atomic_write(path, lambda p: p.write_text(buf.getvalue()))
+    rows = (
+        [names[i] if names else i, method, *(float(s[k][i]) if k in s else "" for k in metrics)]
+        for method, s in per_face.items()
+        for i in range(len(next(iter(s.values()))))
+    )
+    _write_csv(path, ["face", "method", *metrics], rows)
 
 
 def write_reports(
@@ -91,28 +97,23 @@ def write_reports(
     grid: torch.Tensor,
     *,
     columns: int = 4,
+    legend: str = "",
 ) -> None:
     """``report.md`` (printed too), ``report.json`` (``meta`` + metrics), ``report.csv`` and
-    ``grid.png`` (``columns`` images a row) in ``out``, each written atomically."""
+    ``grid.png`` (``columns`` images a row) in ``out``, each written atomically; then the files'
+    names are printed, with ``legend`` (what the grid shows)."""
     md = format_table(table, meta["faces"], ci=meta.get("ci95"))
     if meta.get("paired"):
         md += "\n\n" + format_paired(meta["paired"])
     if meta.get("sources"):
         md += "\n\n" + "\n".join(f"- {k}: {v}" for k, v in meta["sources"].items())
     atomic_write(out / "report.md", lambda p: p.write_text(md + "\n"))
-    atomic_write(
-        out / "report.json",
-        lambda p: p.write_text(json.dumps({**meta, "metrics": table}, indent=2)),
-    )
-    buf = io.StringIO()
-    writer = csv.writer(buf)
+    report = json.dumps({**meta, "metrics": table}, indent=2)
+    atomic_write(out / "report.json", lambda p: p.write_text(report))
     metrics = list(dict.fromkeys(k for row in table.values() for k in row))
-    writer.writerow(["method", *metrics])
-    writer.writerows([m, *(row.get(k, "") for k in metrics)] for m, row in table.items())
-    atomic_write(out / "report.csv", lambda p: p.write_text(buf.getvalue()))
+    rows = ([m, *(row.get(k, "") for k in metrics)] for m, row in table.items())
+    _write_csv(out / "report.csv", ["method", *metrics], rows)
     if len(grid):
-        atomic_write(
-            out / "grid.png",
-            lambda p: save_image(make_grid(grid, nrow=columns, padding=2), p, format="png"),
-        )
+        atomic_write(out / "grid.png", lambda p: save_image(grid, p, nrow=columns, format="png"))
     print(md)
+    print(f"Reports: {out}/report.md, report.csv, report.json; grid: {out}/grid.png ({legend})")

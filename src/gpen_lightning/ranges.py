@@ -1,12 +1,12 @@
 """The two value ranges of images: the networks see [-1, 1] ("signed"); files, metrics and the
-paste-back work in [0, 1] (or uint8). Both conversions are exact scalings by powers of two, so
-they give the same bits as the hand-written formulas they replace."""
+paste-back work in [0, 1] (or uint8). ``to_signed`` and ``to_unit`` are exact scalings by powers
+of two, so they give the same bits as the hand-written formulas they replace."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["to_signed", "to_unit"]
+__all__ = ["to_signed", "to_uint8", "to_unit"]
 
 
 def to_signed(x: torch.Tensor, peak: float | None = None) -> torch.Tensor:
@@ -16,6 +16,13 @@ def to_signed(x: torch.Tensor, peak: float | None = None) -> torch.Tensor:
         peak = 255.0 if x.dtype == torch.uint8 else 1.0
     x = x.float() if x.dtype == torch.uint8 else x
     return x / (peak / 2) - 1
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] -> uint8 (rounded, as a saved PNG holds them); uint8 unchanged."""
+    if images.dtype == torch.uint8:
+        return images
+    return images.float().mul(255).round().clamp(0, 255).byte()
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:

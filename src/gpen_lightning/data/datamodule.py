@@ -114,25 +114,26 @@ class FaceDataModule(L.LightningDataModule):
         if self.train_sampler is not None:
             self.train_sampler.seek(self.trained_batches)
 
-    def _dataset(self, root, *, flip: bool) -> Dataset:
+    def _dataset(self, root) -> Dataset:
+        """The faces under ``root``, never flipped: KeyedItems flips training faces by key."""
         if root is None:
-            return SyntheticFaces(size=self.size, length=self.synthetic_length, flip=flip)
-        if self.streaming:  # never flipped itself: KeyedItems flips training faces by key
+            return SyntheticFaces(size=self.size, length=self.synthetic_length, flip=False)
+        if self.streaming:
             return StreamingFaces(
                 root, size=self.size, cache_dir=self.cache_dir, max_cache_size=self.max_cache_size
             )
-        return FaceFolder(root, size=self.size, flip=flip, verify=self.verify)
+        return FaceFolder(root, size=self.size, flip=False, verify=self.verify)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train_full = self._dataset(self.root, flip=False)  # flipped by key: KeyedItems
+        train_full = self._dataset(self.root)
         if self.val_root is not None:
             self.train_set = KeyedItems(train_full, flip=True)
-            self.val_set = self._dataset(self.val_root, flip=False)
+            self.val_set = self._dataset(self.val_root)
         else:
             n = len(train_full)
-            n_val = round(n * self.val_fraction) if self.val_fraction > 0 else 0
+            n_val = round(n * self.val_fraction)
             if self.val_fraction > 0 and (n_val < 1 or n_val >= n):
                 raise ValueError(f"cannot split {n} images with val_fraction={self.val_fraction}")
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
@@ -269,12 +270,11 @@ def degrade_each(
     instead of degrading again."""
     parts = []
     for i, seed in enumerate(seeds):
-        key = keys[i] if keys is not None else None
-        part = cache.get(key, hq.device) if cache is not None else None
+        part = cache.get(keys[i], hq.device) if cache is not None else None
         if part is None:
             part = degradation(hq[i : i + 1], seed=seed)
             if cache is not None:
-                cache.put(key, part)
+                cache.put(keys[i], part)
         parts.append(part)
     return {
         "lq": torch.cat([p["lq"] for p in parts]),

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpen_lightning.data.kernels import brush_masks, gaussian_kernels, motion_kernels
+from gpen_lightning.ranges import to_uint8
 
 __all__ = ["Degradation", "Range"]
 
@@ -180,11 +181,9 @@ class Degradation(nn.Module):
         # blur kind: 0 none, 1 iso, 2 aniso, 3 motion
         kind = torch.zeros(n, dtype=torch.long)
         if self.blur_probs is not None:
-            u = torch.rand(n, generator=g)
+            # how many cumulative probabilities u passes: 0 -> iso, 1 -> aniso, 2 -> motion, 3 none
             edges = torch.tensor(self.blur_probs).cumsum(0)
-            kind = torch.where(u < edges[2], 3, 0)
-            kind = torch.where(u < edges[1], 2, kind)
-            kind = torch.where(u < edges[0], 1, kind)
+            kind = (torch.searchsorted(edges, torch.rand(n, generator=g), right=True) + 1) % 4
         p["blur_kind"] = kind
         lo, hi = self.sigma or (1.0, 1.0)
         lo, hi = lo * s, hi * s
@@ -205,13 +204,12 @@ class Degradation(nn.Module):
         return p
 
     # ------------------------------------------------------------------ ops
-    def blur(self, x: torch.Tensor, p: dict, dp: dict | None = None) -> torch.Tensor:
+    def blur(self, x: torch.Tensor, p: dict, dp: dict) -> torch.Tensor:
         """Per-sample Gaussian / motion blur (reflect borders): (B, C, H, W) -> same. ``p``: the
         host parameters (which kinds were drawn is decided on them), ``dp``: the same on the
         device of ``x`` (``params_to``)."""
         if not bool((p["blur_kind"] > 0).any()):  # host values: no device read-back
             return x
-        dp = params_to(p, x.device) if dp is None else dp
         f = lambda key: dp[key].to(x.dtype)  # noqa: E731
         kernel = self.kernel_size_at(x.shape[-1])
         k = gaussian_kernels(f("sigma_x"), f("sigma_y"), f("theta"), kernel)
@@ -222,16 +220,9 @@ class Degradation(nn.Module):
         out = kornia.filters.filter2d(x, k, border_type="reflect")
         return torch.where((kind > 0)[:, None, None, None], out, x)
 
-    def lowres_sizes(self, size: tuple[int, int], p: dict) -> list[tuple[int, int]]:
-        h, w = size
-        return [(max(1, int(h / s)), max(1, int(w / s))) for s in p["scale"].tolist()]
-
-    def noise_(
-        self, x: torch.Tensor, p: dict, g: torch.Generator | None, dp: dict | None = None
-    ) -> torch.Tensor:
+    def noise_(self, x: torch.Tensor, p: dict, g: torch.Generator | None, dp: dict) -> torch.Tensor:
         """Gaussian noise (sigma on the 0-255 scale), then optional Poisson noise. ``p``, ``dp``:
         host and device parameters (see ``blur``)."""
-        dp = params_to(p, x.device) if dp is None else dp
         if self.noise:
             sigma = (dp["noise_sigma"] / 255).to(x.dtype)[:, None, None, None]
             x = x + torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype) * sigma
@@ -281,13 +272,13 @@ class Degradation(nn.Module):
                 x = x * (1 - m) + m
                 p["mask_fraction"] = m.mean((1, 2, 3))  # on the device: no read-back
         return {
-            "lq": self._restore_dtype(x, dtype),
-            "hq": self._restore_dtype(target, dtype),
+            "lq": to_uint8(x) if dtype == torch.uint8 else x.to(dtype),
+            "hq": to_uint8(target) if dtype == torch.uint8 else target.to(dtype),
             "params": p,
         }
 
     def degrade_lowres(
-        self, x: torch.Tensor, p: dict, g: torch.Generator, dp: dict | None = None
+        self, x: torch.Tensor, p: dict, g: torch.Generator, dp: dict
     ) -> torch.Tensor:
         """Downsample each sample, add noise, JPEG, round to 8 bit, resize back to (H, W).
 
@@ -295,7 +286,8 @@ class Degradation(nn.Module):
         pads a partial block) so noise and JPEG run batched; each sample is cropped back after.
         """
         b, c, h, w = x.shape
-        sizes = self.lowres_sizes((h, w), p) if self.downsample else [(h, w)] * b
+        scales = p["scale"].tolist() if self.downsample else [1.0] * b
+        sizes = [(max(1, int(h / s)), max(1, int(w / s))) for s in scales]
         ch, cw = max(s[0] for s in sizes), max(s[1] for s in sizes)
         canvas = x.new_empty(b, c, ch, cw)
         for i, (sh, sw) in enumerate(sizes):
@@ -313,9 +305,3 @@ class Degradation(nn.Module):
         for i, (sh, sw) in enumerate(sizes):
             out[i : i + 1] = _resize(canvas[i : i + 1, :, :sh, :sw], (h, w))
         return out.clamp(0, 1)
-
-    @staticmethod
-    def _restore_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        if dtype == torch.uint8:
-            return (x * 255).round().clamp(0, 255).to(torch.uint8)
-        return x.to(dtype)

@@ -86,15 +86,12 @@ def brush_masks(
     yy, xx = _grid(size, torch.device(device), torch.float32)
     yy, xx = yy + (size - 1) / 2, xx + (size - 1) / 2
     masks = torch.zeros(batch, 1, size, size, device=device)
-
-    def draw(lo: float, hi: float) -> float:
-        return lo + (hi - lo) * torch.rand((), generator=generator).item()
-
+    lo, hi = width
     for i in range(batch):
         n_strokes = int(torch.randint(strokes[0], strokes[1] + 1, (), generator=generator))
         for _ in range(n_strokes):
             n_vert = int(torch.randint(vertices[0], vertices[1] + 1, (), generator=generator))
-            radius = draw(*width) * scale / 2
+            radius = (lo + (hi - lo) * torch.rand((), generator=generator).item()) * scale / 2
             start = torch.rand(2, generator=generator) * size
             angles = torch.rand(n_vert - 1, generator=generator) * 2 * torch.pi
             steps = torch.rand(n_vert - 1, generator=generator) * size / 4

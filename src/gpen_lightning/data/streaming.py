@@ -112,9 +112,7 @@ class StreamingFaces(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.stream[int(index)]
-        img = decode_face(sample["image"])  # (3, H, W)
-        if img.shape[-2:] != (self.size, self.size):
-            img = to_square(img, self.size)
+        img = to_square(decode_face(sample["image"]), self.size)  # unchanged at (3, S, S)
         return {"hq": img, "index": int(index)}
 
     def name(self, index: int) -> str:

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from gpen_lightning.data.seeds import stream_seed
+from gpen_lightning.ranges import to_uint8
 
 __all__ = ["SyntheticFaces", "render_face"]
 
@@ -97,7 +98,7 @@ def render_face(size: int, generator: torch.Generator) -> torch.Tensor:
     lips = (torch.tensor([0.75, 0.3, 0.3]) * r(0.7, 1.1)).view(3, 1, 1)
     cv.paint(cv.ellipse(my, cx, 0.045, mw), lips)
     cv.paint(cv.ellipse(my, cx, 0.008, mw * 0.95), lips * 0.3)
-    return (cv.img.clamp(0, 1) * 255).round().to(torch.uint8)
+    return to_uint8(cv.img)
 
 
 class SyntheticFaces(Dataset):

@@ -28,7 +28,7 @@ from gpen_lightning.io import MissingWeightsError
 from gpen_lightning.losses import networks
 from gpen_lightning.metrics.fid import FeatureCache, FidStatistics, frechet_distance, load_inception
 from gpen_lightning.metrics.wasserstein import SlicedWassersteinDistance
-from gpen_lightning.ranges import to_signed
+from gpen_lightning.ranges import to_signed, to_uint8
 
 __all__ = ["ScoreBook", "Scorer", "luma", "package_version", "to_uint8"]
 
@@ -51,13 +51,6 @@ def package_version(name: str) -> str:
         return f"{name} {version(name)}"
     except PackageNotFoundError:
         return f"{name} (not installed)"
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [0, 1] -> uint8 (rounded, as a saved PNG holds them); uint8 unchanged."""
-    if images.dtype == torch.uint8:
-        return images
-    return images.float().mul(255).round().clamp(0, 255).byte()
 
 
 def luma(images: torch.Tensor) -> torch.Tensor:

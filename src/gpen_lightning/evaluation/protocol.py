@@ -50,15 +50,8 @@ def restore_uint8(
     """``net`` on uint8 LQ faces: resized to the network's size if needed, the output resized
     to ``size`` (the HQ size; None: kept) and rounded to uint8 (on the CPU)."""
     x = resize_uint8(lq, (net.size, net.size)).to(device)
-    out = to_unit(net(to_signed(x, 255)).float().clamp(-1, 1))
-    out = to_uint8(out).cpu()
+    out = to_uint8(to_unit(net(to_signed(x, 255)).float().clamp(-1, 1))).cpu()
     return resize_uint8(out, size) if size is not None else out
-
-
-def _grid_row(images: list[torch.Tensor], size: int) -> torch.Tensor:
-    """One row per face: the columns resized to ``size``: (B, columns, 3, size, size) float."""
-    cols = [resize_uint8(x.cpu(), (size, size)).float().div(255) for x in images]
-    return torch.stack(cols, 1)
 
 
 def _save(folder: Path, names: list[str], images: torch.Tensor) -> None:
@@ -105,7 +98,9 @@ def score_batches(
         count += len(p["lq"])
         if sum(len(r) for r in rows) < n_grid:
             columns = [*outputs.values(), *([hq] if hq is not None else [])]
-            rows.append(_grid_row(columns, max(x.shape[-1] for x in columns)))
+            side = max(x.shape[-1] for x in columns)  # each face's columns resized to one size
+            columns = [resize_uint8(x.cpu(), (side, side)).float().div(255) for x in columns]
+            rows.append(torch.stack(columns, 1))  # (B, columns, 3, side, side)
     if count == 0:
         raise ValueError("the evaluation set is empty")
     grid = torch.cat(rows)[:n_grid].flatten(0, 1) if rows else torch.zeros(0, 3, 8, 8)

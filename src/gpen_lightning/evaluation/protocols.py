@@ -13,8 +13,9 @@ the networks."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -110,15 +111,12 @@ def synthetic_set(
     per face with ``degradation`` seeded by ``seed`` and the face's index."""
     if hq:
         faces = FaceFolder(hq, size=size, flip=False)
-        root = faces.root
-        names = [f.relative_to(root).with_suffix("").as_posix() for f in faces.files]
-        digests = {"hq": file_digest(faces.files, size)}
+        names = [f.relative_to(faces.root).with_suffix("").as_posix() for f in faces.files]
     else:
         faces = SyntheticFaces(size=size, length=synthetic_length, flip=False)
-        names, digests = [f"{i:06d}" for i in range(len(faces))], {}
+        names = [f"{i:06d}" for i in range(len(faces))]
     kept = names[: max_images or None]
-    if len(kept) < len(names):
-        digests = {"hq": file_digest(faces.files[: len(kept)], size)} if hq else {}
+    digests = {"hq": file_digest(faces.files[: len(kept)], size)} if hq else {}
     dataset: Dataset = faces
     if restored:
         files = _restored_files(
@@ -157,6 +155,25 @@ def synthetic_prepare(
     return prepare
 
 
+def _folder_prepare(
+    names: list[str], labels: Iterable[str], *, hq: str | None, baseline: Callable
+) -> Callable[[dict], dict]:
+    """The ``prepare`` of a ``FolderSet``'s batches: the LQ faces under ``"LQ"``, the HQ ones
+    under ``hq`` (None: no HQ), the input baseline ``baseline(LQ)`` and the restored ``labels``."""
+    labels = list(labels)
+
+    def prepare(batch: dict) -> dict:
+        return {
+            "names": [names[int(i)] for i in batch["index"]],
+            "hq": batch[hq] if hq else None,
+            "lq": batch["LQ"],
+            "baselines": {"input": baseline(batch["LQ"])},
+            "restored": {label: batch[label] for label in labels},
+        }
+
+    return prepare
+
+
 def paired_set(lq: str, hq: str, *, restored: dict[str, Path]) -> EvalSet:
     """A fixed paired set: folder ``lq`` matched to folder ``hq`` by file name; each folder's
     images of one size, the restored ones of the HQ size."""
@@ -167,20 +184,8 @@ def paired_set(lq: str, hq: str, *, restored: dict[str, Path]) -> EvalSet:
     w, h = one_size("HQ", files["HQ"])
     one_size("LQ", files["LQ"])
     files.update(_restored_files(names, restored, reference="HQ", size=(h, w)))
-    digests = {label: file_digest(paths) for label, paths in files.items()}
-    digests["hq"], digests["input"] = digests.pop("HQ"), None
-    labels = list(restored)
-
-    def prepare(batch: dict) -> dict:
-        return {
-            "names": [names[int(i)] for i in batch["index"]],
-            "hq": batch["HQ"],
-            "lq": batch["LQ"],
-            "baselines": {"input": resize_uint8(batch["LQ"], (h, w))},
-            "restored": {label: batch[label] for label in labels},
-        }
-
-    digests = {k: v for k, v in digests.items() if v and k != "LQ"}
+    digests = {("hq" if k == "HQ" else k): file_digest(v) for k, v in files.items() if k != "LQ"}
+    prepare = _folder_prepare(names, restored, hq="HQ", baseline=partial(resize_uint8, size=(h, w)))
     return EvalSet("paired", FolderSet(files), prepare, names, (h, w), ["input"], digests)
 
 
@@ -192,15 +197,5 @@ def real_set(lq: str, *, restored: dict[str, Path]) -> EvalSet:
     one_size("LQ", files["LQ"])
     files.update(_restored_files(names, restored, reference="LQ", size=None))
     digests = {("input" if k == "LQ" else k): file_digest(v) for k, v in files.items()}
-    labels = list(restored)
-
-    def prepare(batch: dict) -> dict:
-        return {
-            "names": [names[int(i)] for i in batch["index"]],
-            "hq": None,
-            "lq": batch["LQ"],
-            "baselines": {"input": batch["LQ"]},
-            "restored": {label: batch[label] for label in labels},
-        }
-
+    prepare = _folder_prepare(names, restored, hq=None, baseline=lambda lq: lq)
     return EvalSet("real", FolderSet(files), prepare, names, None, ["input"], digests)

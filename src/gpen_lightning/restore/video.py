@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -29,14 +30,6 @@ class VideoError(ValueError):
     """A video that cannot be read (empty, not a video, corrupt)."""
 
 
-def _av():
-    try:
-        import av
-    except ImportError as err:  # pragma: no cover - av is a dependency
-        raise ImportError("video restoration needs PyAV: pip install av") from err
-    return av
-
-
 @dataclass
 class VideoInfo:
     fps: Fraction
@@ -47,7 +40,6 @@ class VideoInfo:
 
 
 def _open(path: Path):
-    av = _av()
     if not path.is_file():
         raise VideoError(f"{path} does not exist")
     if path.stat().st_size == 0:
@@ -94,7 +86,6 @@ class _Encoder:
     """
 
     def __init__(self, path: Path, src, *, fps: Fraction, size: tuple[int, int], crf: int):
-        av = _av()
         self.out = av.open(
             str(path), "w", format=_format_for(path), container_options={"fflags": "+bitexact"}
         )
@@ -114,7 +105,7 @@ class _Encoder:
         self.out.mux(packet)
 
     def frame(self, rgb: np.ndarray) -> None:
-        frame = _av().VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts = self.count
         self.out.mux(self.video.encode(frame))
         self.count += 1
@@ -139,7 +130,6 @@ def _x264_options() -> dict[str, str]:
     bug nothing changes (1280x720: the same bytes with and without AVX512), and encoding takes
     2-7% longer here (1280x720, 50 frames: 0.62 -> 0.65 s, medians of 15; the network takes
     seconds a frame). ``mbtree=0`` would also do, at 1.4-1.9x the bytes for the same CRF."""
-    av = _av()
     level = av.logging.get_level()
     try:
         av.logging.set_level(av.logging.INFO)
@@ -197,7 +187,7 @@ def restore_video(
     report = VideoReport()
     part = dst.with_name(f".{dst.stem}.part{dst.suffix}")  # renamed onto dst once complete
     try:
-        upscale = _transcode(
+        _transcode(
             restorer,
             container,
             part,
@@ -214,7 +204,7 @@ def restore_video(
         raise
     finally:
         container.close()
-    _publish(src, dst, part, report, upscale=upscale)
+    _publish(src, dst, part, report, upscale=restorer.paste.upscale)
     return report
 
 
@@ -230,9 +220,9 @@ def _transcode(
     crf: int,
     keep_crops: bool,
     progress: bool,
-) -> float:
+) -> None:
     """Decode ``container``, restore the faces of its frames in batches and encode them to
-    ``part`` (audio packets copied as they come); fill ``report``. Returns the upscale factor.
+    ``part`` (audio packets copied as they come); fill ``report``.
 
     A decoding error ends the stream (``report.error``; the frames before it are written); a
     stream that ends short of its declared length is reported too (``_truncation``)."""
@@ -265,14 +255,13 @@ def _transcode(
             batch.append(rgb)
             if len(batch) >= frames_per_batch:
                 flush()
-    except _av().error.FFmpegError as err:
+    except av.error.FFmpegError as err:
         report.error = f"decoding stopped after {report.frames + len(batch)} frames: {err}"
     flush()
     bar.close()
     encoder.close()
     if report.error is None:
         report.error = _truncation(report)
-    return s
 
 
 def _decode(container, vstream, encoder: _Encoder) -> Iterator[np.ndarray]:

@@ -1,12 +1,14 @@
-"""Alignment: least-squares similarity transforms onto a 5-point template, and batched warps."""
+"""Alignment: least-squares similarity transforms onto a 5-point template, batched warps and
+resizes."""
 
 from __future__ import annotations
 
 import kornia.geometry.transform as KT
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-__all__ = ["TEMPLATES", "similarity_transform", "template", "warp_to"]
+__all__ = ["TEMPLATES", "resize", "similarity_transform", "template", "warp_to"]
 
 # (x, y) at 512 px: left eye, right eye, nose tip, left / right mouth corner.
 TEMPLATES = {
@@ -59,3 +61,13 @@ def warp_to(
     return KT.warp_affine(
         src, matrices.to(src), (size, size), mode=mode, padding_mode="border", align_corners=True
     )
+
+
+def resize(
+    image: torch.Tensor, size: tuple[int, int], *, mode: str = "bicubic", antialias: bool = True
+) -> torch.Tensor:
+    """(C, H, W) float -> (C, *size) by ``mode`` with half-pixel centres, unchanged when already
+    that size; ``antialias=False`` resizes as OpenCV does (bilinear: its ``INTER_LINEAR``)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image[None], size=size, mode=mode, antialias=antialias)[0]

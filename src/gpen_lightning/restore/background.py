@@ -9,25 +9,20 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gpen_lightning.io import require_weights
+from gpen_lightning.restore.align import resize
 from gpen_lightning.zoo.rrdbnet import RRDBNet, rrdbnet_from_state_dict
 
 __all__ = ["BG_UPSAMPLERS", "RRDBUpsampler", "make_bg_upsampler", "resize_background"]
 
 BG_UPSAMPLERS = ("bicubic", "realesrgan")
 Upsampler = Callable[[torch.Tensor, float], torch.Tensor]
-
-
-def resize_background(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(3, H, W) float -> (3, *size), bicubic and antialiased (unchanged at that size)."""
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    return F.interpolate(image[None], size=size, mode="bicubic", antialias=True)[0]
+resize_background = resize  # (3, H, W) float -> (3, *size), bicubic and antialiased
 
 
 def _tiles(length: int, tile: int) -> list[tuple[int, int]]:
@@ -123,17 +118,13 @@ class RRDBUpsampler:
         h, w = image.shape[-2:]
         size = (round(h * scale), round(w * scale))
         out = self.run(image).to(image.device)
-        return resize_background(out, size).clamp(0, 1)
+        return resize(out, size).clamp(0, 1)
 
 
 def load_rrdbnet(path: str | os.PathLike) -> RRDBNet:
     """The RRDBNet of a released ``.pth`` file (a clear error when it is missing or not one)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"bg_weights file {path} does not exist: give the path of a RealESRNet / Real-ESRGAN "
-            "RRDB file (e.g. GPEN's realesrnet_x2.pth or RealESRGAN_x4plus.pth)"
-        )
+    how = "give a RealESRNet / Real-ESRGAN RRDB file (realesrnet_x2.pth, RealESRGAN_x4plus.pth)"
+    path = require_weights(path, what="bg_weights", how=how)
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:
         return rrdbnet_from_state_dict(state)

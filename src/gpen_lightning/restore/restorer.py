@@ -10,14 +10,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gpen_lightning.ranges import to_signed, to_unit
-from gpen_lightning.restore.align import similarity_transform, warp_to
+from gpen_lightning.restore.align import resize, similarity_transform, warp_to
 from gpen_lightning.restore.align import template as template_points
-from gpen_lightning.restore.background import BG_UPSAMPLERS, make_bg_upsampler, resize_background
-from gpen_lightning.restore.detect import Face, FaceDetector
+from gpen_lightning.restore.background import BG_UPSAMPLERS, make_bg_upsampler
+from gpen_lightning.restore.detect import Face, FaceDetector, RetinaFaceDetector
 from gpen_lightning.restore.graphs import GraphedNetwork
 from gpen_lightning.restore.paste import composite, draw_faces, face_mask, hull_mask, smooth_small
 from gpen_lightning.restore.tasks import Task, UnitRange, check_task_weights, task_crop, task_image
@@ -70,13 +69,6 @@ def _to_chw_uint8(image: Image) -> torch.Tensor:
             f"expected a (3, H, W) uint8 tensor, got {image.dtype} {tuple(image.shape)}"
         )
     return image
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """(C, H, W) float -> (C, *size), antialiased; unchanged when already that size."""
-    if tuple(x.shape[-2:]) == size:
-        return x
-    return F.interpolate(x[None], size=size, mode=mode, antialias=True, align_corners=False)[0]
 
 
 def _hwc(x: torch.Tensor) -> np.ndarray:
@@ -224,8 +216,6 @@ class Restorer:
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
-            from gpen_lightning.restore.detect import RetinaFaceDetector
-
             self._detector = RetinaFaceDetector(
                 weights=self.detection.detector_weights,
                 device=self.device,
@@ -287,22 +277,19 @@ class Restorer:
         if len(given) != len(tensors):
             raise ValueError(f"faces= has {len(given)} entries for {len(tensors)} images")
         plans = [self._plan(img, f) for img, f in zip(tensors, given)]
-        crops = [c for _, c, _ in plans if len(c)]
-        restored = self.restore_faces(torch.cat(crops)) if crops else None
-        results, start = [], 0
-        for img, (faces, crop, matrices) in zip(tensors, plans):
-            out = restored[start : start + len(crop)] if len(crop) else crop
-            start += len(crop)
-            results.append(self._paste(img, faces, crop, out, matrices))
-        return results
+        crops = torch.cat([c for _, c, _ in plans])
+        restored = self.restore_faces(crops) if len(crops) else crops
+        outs = restored.split([len(c) for _, c, _ in plans])
+        return [self._paste(img, f, c, o, m) for img, (f, c, m), o in zip(tensors, plans, outs)]
 
     def _restore_aligned(self, tensors: list[torch.Tensor]) -> list[RestoreResult]:
         """Aligned crops of any size: resized to S, restored, resized back."""
         s = (self.size, self.size)
-        crops = to_signed(torch.stack([_resize(t.float(), s, "bilinear") for t in tensors]), 255)
+        crops = torch.stack([resize(t.float(), s, mode="bilinear") for t in tensors])
+        crops = to_signed(crops, 255)
         out = self._blend(self.restore_faces(crops), crops)
         return [
-            self._whole(_resize(to_unit(o), t.shape[-2:], "bicubic"), to_unit(c), o, t.shape[-2:])
+            self._whole(resize(to_unit(o), t.shape[-2:]), to_unit(c), o, t.shape[-2:])
             for t, c, o in zip(tensors, crops, out)
         ]
 
@@ -323,7 +310,7 @@ class Restorer:
             return image
         size = (round(image.shape[-2] * s), round(image.shape[-1] * s))
         up = self.bg_upsampler
-        return (resize_background(image, size) if up is None else up(image, s)).clamp(0, 1)
+        return (resize(image, size) if up is None else up(image, s)).clamp(0, 1)
 
     def _whole(self, image, crop, restored, hw) -> RestoreResult:
         """The result of an aligned crop (h, w) = ``hw``: the image (at ``upscale``, as the
@@ -360,19 +347,18 @@ class Restorer:
         return alpha * restored + (1 - alpha) * crops.to(restored)
 
     def _paste(self, img, faces, crops, restored, matrices) -> RestoreResult:
-        s = self.paste.upscale
+        """Paste the restored crops of ``faces`` into ``img`` (3, H, W) uint8 at ``upscale``."""
         bg = img.float() / 255
-        if faces:
-            restored = self._blend(
-                smooth_small(restored.cpu(), faces, self.paste.small_face), crops
-            )
-        if s != 1 and faces and not self.paste.face_upscale:  # composite at 1x, then resize it all
-            out = self.upscaled(self._composite(bg, 1.0, faces, restored, matrices))
-            return self._result(out, faces, crops, restored, matrices)
-        bg = self.upscaled(bg)
         if not faces:
-            return RestoreResult(image=_hwc(bg))
-        out = self._composite(bg, s, faces, restored, matrices)
+            return RestoreResult(image=_hwc(self.upscaled(bg)))
+        restored = self._blend(smooth_small(restored.cpu(), faces, self.paste.small_face), crops)
+        masks = self.masks(faces, matrices)
+        if self.paste.face_upscale:  # into the upscaled background
+            s = self.paste.upscale
+            scaled = [m * (1 / s, 1 / s, 1) for m in matrices]  # output pixels -> crop
+            out = composite(self.upscaled(bg), to_unit(restored), scaled, masks)
+        else:  # composite at 1x, then resize it all
+            out = self.upscaled(composite(bg, to_unit(restored), matrices, masks))
         return self._result(out, faces, crops, restored, matrices)
 
     def masks(self, faces: Sequence[Face], matrices: Sequence[np.ndarray]) -> torch.Tensor:
@@ -385,13 +371,6 @@ class Restorer:
                 for f, m in zip(faces, matrices)
             ]
         )
-
-    def _composite(self, bg, s, faces, restored, matrices) -> torch.Tensor:
-        """Paste the (blended) restored crops into ``bg`` (3, sH, sW) float: the scale-s output."""
-        scale = np.diag([1 / s, 1 / s, 1.0])  # output -> input pixel coordinates
-        out_matrices = [np.vstack([m, [0, 0, 1]]) @ scale for m in matrices]
-        masks = self.masks(faces, matrices)
-        return composite(bg, to_unit(restored), [m[:2] for m in out_matrices], masks)
 
     def _result(self, out, faces, crops, restored, matrices) -> RestoreResult:
         s = self.paste.upscale

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
 from gpen_lightning.ranges import to_signed, to_unit
+from gpen_lightning.restore.align import resize
 
 __all__ = [
     "TASKS",
@@ -133,13 +133,6 @@ def replace_luma(colour: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
     return torch.stack([y + v / _YUV_V, green, y + u / _YUV_U]).clamp(0, 255)
 
 
-def _linear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(C, H, W) float -> (C, *size): OpenCV's INTER_LINEAR (half-pixel centres, no antialias)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
-
-
 def brush_strokes(image: torch.Tensor, rng: np.random.RandomState) -> torch.Tensor:
     """(3, H, W) uint8 with 1-3 random free-form white strokes (the demo's ``brush_stroke_mask``
     recipe: 8-27 vertices at alternating angles around 2 pi / 5, steps ~N(r, r/2) with
@@ -181,8 +174,8 @@ def task_crop(
         image = to_gray(image)
     elif task.task == "inpainting" and task.inpaint_strokes:
         image = brush_strokes(image, rng if rng is not None else np.random.RandomState(0))
-    resized = _linear(image.float(), (size, size)).round().clamp(0, 255)  # cv2 keeps uint8
-    return image, to_signed(resized, 255)
+    resized = resize(image.float(), (size, size), mode="bilinear", antialias=False)
+    return image, to_signed(resized.round().clamp(0, 255), 255)  # cv2 keeps uint8
 
 
 def task_image(task: Task, restored: torch.Tensor, fed: torch.Tensor) -> torch.Tensor:
@@ -193,5 +186,5 @@ def task_image(task: Task, restored: torch.Tensor, fed: torch.Tensor) -> torch.T
     if task.task != "colorization" or tuple(out.shape[-2:]) == tuple(fed.shape[-2:]):
         return out
     quantised = (out * 255).round()  # the demo resizes its uint8 output
-    colour = _linear(quantised, tuple(fed.shape[-2:])).round().clamp(0, 255)
-    return replace_luma(colour, fed[0]) / 255
+    colour = resize(quantised, tuple(fed.shape[-2:]), mode="bilinear", antialias=False)
+    return replace_luma(colour.round().clamp(0, 255), fed[0]) / 255

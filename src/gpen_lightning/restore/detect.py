@@ -129,10 +129,20 @@ class RetinaFaceDetector:
         return self._session
 
     @classmethod
+    @lru_cache(maxsize=16)
     def anchors(cls, height: int, width: int) -> np.ndarray:
         """Anchor centres and sizes (A, 4) as (cx, cy, w, h) in pixels, in the network's order
         (stride, then row, column, size); cached per image size, read-only."""
-        return _anchors(height, width, cls.STRIDES, cls.ANCHORS)
+        out = []
+        for stride, pair in zip(cls.STRIDES, cls.ANCHORS):
+            ny, nx = -(-height // stride), -(-width // stride)
+            ys, xs = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+            centres = (np.stack([xs, ys], -1).reshape(-1, 1, 2) + 0.5) * stride  # (L, 1, 2)
+            wh = np.broadcast_to(np.array(pair, np.float64)[None, :, None], (len(centres), 2, 2))
+            out.append(np.concatenate([np.repeat(centres, 2, 1), wh], -1).reshape(-1, 4))
+        anchors = np.concatenate(out)
+        anchors.setflags(write=False)
+        return anchors
 
     def raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every anchor's decoded box (A, 4) x0 y0 x1 y1, landmarks (A, 5, 2) and face score
@@ -167,37 +177,12 @@ class RetinaFaceDetector:
         boxes, points, scores = self.raw(image)
         keep = scores > self.score_threshold
         boxes, points, scores = boxes[keep], points[keep], scores[keep]
-        if self.vote:
-            boxes, points, scores = _nms_vote(boxes, points, scores, self.nms_threshold)
-        else:
-            boxes, points, scores = _nms(boxes, points, scores, self.nms_threshold)
-        faces = []
-        for box, pts, score in zip(boxes, points, scores):
-            # pixel centres: a coordinate c in the resized image is (c + 0.5) / scale - 0.5
-            face = Face(
-                box=((box + 0.5) / scale - 0.5).astype(np.float32),
-                landmarks=((pts + 0.5) / scale - 0.5).astype(np.float32),
-                score=float(score),
-            )
-            if face.size >= self.min_size:
-                faces.append(face)
-        return faces
-
-
-@lru_cache(maxsize=16)
-def _anchors(
-    height: int, width: int, strides: tuple[int, ...], sizes: tuple[tuple[int, int], ...]
-) -> np.ndarray:
-    out = []
-    for stride, pair in zip(strides, sizes):
-        ny, nx = -(-height // stride), -(-width // stride)
-        ys, xs = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-        centres = (np.stack([xs, ys], -1).reshape(-1, 1, 2) + 0.5) * stride  # (L, 1, 2)
-        wh = np.broadcast_to(np.array(pair, np.float64)[None, :, None], (len(centres), 2, 2))
-        out.append(np.concatenate([np.repeat(centres, 2, 1), wh], -1).reshape(-1, 4))
-    anchors = np.concatenate(out)
-    anchors.setflags(write=False)
-    return anchors
+        nms = _nms_vote if self.vote else _nms
+        boxes, points, scores = nms(boxes, points, scores, self.nms_threshold)
+        # pixel centres: a coordinate c in the resized image is (c + 0.5) / scale - 0.5
+        boxes, points = (((a + 0.5) / scale - 0.5).astype(np.float32) for a in (boxes, points))
+        faces = [Face(b, p, float(s)) for b, p, s in zip(boxes, points, scores)]
+        return [face for face in faces if face.size >= self.min_size]
 
 
 def _nms(

@@ -84,14 +84,17 @@ def collect_inputs(spec: str) -> tuple[list[Path], Path]:
     raise FileNotFoundError(f"input={spec} is not a file, a folder or a glob that matches files")
 
 
-def _check_dims(path: Path, max_pixels: int) -> None:
-    """Refuse images whose header claims more than ``max_pixels`` before decoding them."""
+def _read(path: Path, max_pixels: int) -> torch.Tensor:
+    """``read_rgb`` of an image whose file header looks like an image's and claims at most
+    ``max_pixels`` (``ValueError`` before decoding otherwise)."""
+    if (why := sniff(path)) is not None:
+        raise ValueError(why)
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we apply our own limit
     try:
         with Image.open(path) as im:  # reads the header only
             w, h = im.size
     except Exception:  # not readable by Pillow: the decoder will report it
-        return
+        w = h = 0
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     if w * h > max_pixels:
@@ -99,13 +102,6 @@ def _check_dims(path: Path, max_pixels: int) -> None:
             f"image header claims {w}x{h} = {w * h / 1e6:.0f} MP, over max_pixels="
             f"{max_pixels / 1e6:.0f} MP (raise max_pixels to process it)"
         )
-
-
-def _read(path: Path, max_pixels: int):
-    why = sniff(path)
-    if why is not None:
-        raise ValueError(why)
-    _check_dims(path, max_pixels)
     return read_rgb(path)
 
 
@@ -154,7 +150,7 @@ class Pending:
 
 
 class RestoreRun:
-    """Restore files and account for every one in a ``Report``: images are read (``prepare``),
+    """Restore files and account for every one in a ``Report``: images are read (``take``),
     restored in groups whose faces share network batches (``restore``) and written (``write``);
     a video is restored frame by frame as soon as it is met (``video``). ``run`` does it all in
     this process; ``restore.distributed`` calls the same steps from Lightning's predict loop."""
@@ -200,14 +196,11 @@ class RestoreRun:
         return None
 
     def take(self, path: Path) -> Pending | None:
-        """A video is restored now (None); an image is read for ``restore`` (``prepare``)."""
+        """A video is restored now (None); an image is read for ``restore`` unless its output
+        must not be written or it cannot be read (then None)."""
         if path.suffix.lower() in VIDEO_EXTENSIONS:
             self.video(path)
             return None
-        return self.prepare(path)
-
-    def prepare(self, path: Path) -> Pending | None:
-        """Read the image ``path`` unless its output must not be written (then None)."""
         if (where := self._target(path)) is None:
             return None
         try:

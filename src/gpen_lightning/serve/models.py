@@ -189,11 +189,8 @@ class Models:
 
     def choices(self) -> list[tuple[str, str]]:
         """(label, value) pairs for the model picker; the default first."""
-        out = [(self.label(self.default), self.key(self.default))]
-        for value in [LATEST, *map(str, self.files)]:
-            if value != self.default:
-                out.append((self.label(value), value))
-        return out
+        others = [value for value in [LATEST, *map(str, self.files)] if value != self.default]
+        return [(self.label(w), self.key(w)) for w in [self.default, *others]]
 
     def key(self, weights: str | None) -> str:
         """The picker's value of ``weights`` (None: ``random:<model>``)."""

@@ -76,14 +76,6 @@ class ServeStage:
         """Gradio's upload and cache folder (``GRADIO_TEMP_DIR``) inside ``output``."""
         return Path(self.output).expanduser() / "gradio"
 
-    def models(self):
-        """The shared networks (``serve.models.Models``), the default one loaded."""
-        from gpen_lightning.serve.models import Models
-
-        models = Models(runs_root=self.paths["log_dir"], **options_for(Models, self))
-        models.warm_up()  # load once at start: the first request does not wait, errors show now
-        return models
-
     def start(self) -> str:
         """Load the network and start the server in the background; its local URL."""
         self._env = {k: os.environ.get(k) for k in ("GRADIO_ANALYTICS_ENABLED", "GRADIO_TEMP_DIR")}
@@ -99,10 +91,13 @@ class ServeStage:
             ) from err
         from gpen_lightning.serve.app import AppSettings, build_app
         from gpen_lightning.serve.handlers import Workspace
+        from gpen_lightning.serve.models import Models
 
+        models = Models(runs_root=self.paths["log_dir"], **options_for(Models, self))
+        models.warm_up()  # load once at start: the first request does not wait, errors show now
         results = Path(self.output).expanduser() / "results"
         settings = AppSettings(**options_for(AppSettings, self))
-        demo = build_app(self.models(), Workspace(results, keep=self.keep_results), settings)
+        demo = build_app(models, Workspace(results, keep=self.keep_results), settings)
         demo.queue(default_concurrency_limit=self.concurrency, max_size=self.queue_size)
         demo.launch(
             server_name=self.server_name,

@@ -153,10 +153,16 @@ class RestoreRun:
     """Restore files and account for every one in a ``Report``: images are read (``take``),
     restored in groups whose faces share network batches (``restore``) and written (``write``);
     a video is restored frame by frame as soon as it is met (``video``). ``run`` does it all in
-    this process; ``restore.distributed`` calls the same steps from Lightning's predict loop."""
+    this process; ``restore.distributed`` calls the same steps from Lightning's predict loop,
+    with a ``restorer`` set on each process (None until then)."""
 
     def __init__(
-        self, options: RunOptions, restorer: Restorer, files: list[Path], root: Path, out_dir: Path
+        self,
+        options: RunOptions,
+        restorer: Restorer | None,
+        files: list[Path],
+        root: Path,
+        out_dir: Path,
     ) -> None:
         self.options, self.restorer, self.files = options, restorer, files
         self.root, self.out_dir = root, out_dir

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -17,7 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
-from gpen_lightning.restore.batch import Pending, Report, RestoreRun, RunOptions
+from gpen_lightning.restore.batch import Pending, Report, RestoreRun
 from gpen_lightning.restore.restorer import Restorer
 from gpen_lightning.runtime import close_process_group
 
@@ -25,30 +24,21 @@ __all__ = ["RestoreModule", "RestoreWriter", "predict_files"]
 
 
 class RestoreModule(L.LightningModule):
-    """Restores the files whose indices its batches hold. The ``Restorer`` is built in ``setup``
-    on the process's own device; images are restored here, written by ``RestoreWriter``; videos
-    stream through the network and the encoder here (their frames are written as they go)."""
+    """Restores the files of ``run`` whose indices its batches hold. The run's ``Restorer`` is
+    built in ``setup`` on the process's own device; images are restored here, written by
+    ``RestoreWriter``; videos stream through the network and the encoder here (their frames are
+    written as they go)."""
 
-    def __init__(
-        self,
-        make_restorer: Callable[[torch.device], Restorer],
-        options: RunOptions,
-        files: list[Path],
-        root: Path,
-        out_dir: Path,
-    ) -> None:
+    def __init__(self, run: RestoreRun, make_restorer: Callable[[torch.device], Restorer]) -> None:
         super().__init__()
-        self.make_restorer, self.options = make_restorer, options
-        self.files, self.root, self.out_dir = files, root, out_dir
-        self.run: RestoreRun | None = None
+        self.run, self.make_restorer = run, make_restorer
 
     def setup(self, stage: str) -> None:
-        restorer = self.make_restorer(self.trainer.strategy.root_device)
-        self.run = RestoreRun(self.options, restorer, self.files, self.root, self.out_dir)
+        self.run.restorer = self.make_restorer(self.trainer.strategy.root_device)
         self.run.show_progress = self.trainer.is_global_zero
 
     def predict_step(self, batch: list[int]) -> tuple[list[Pending], list]:
-        items = [self.run.take(self.files[index]) for index in batch]
+        items = [self.run.take(self.run.files[index]) for index in batch]
         pending = [item for item in items if item is not None]
         return pending, self.run.restore(pending)
 
@@ -75,17 +65,11 @@ class RestoreWriter(BasePredictionWriter):
 
 
 def predict_files(
-    *,
-    trainer: Mapping,
-    make_restorer: Callable[[torch.device], Restorer],
-    options: RunOptions,
-    files: list[Path],
-    root: Path,
-    out_dir: Path,
+    *, trainer: Mapping, run: RestoreRun, make_restorer: Callable[[torch.device], Restorer]
 ) -> Report | None:
-    """Restore ``files`` over the processes the ``trainer`` config (Lightning ``Trainer``
-    arguments) asks for, each process with ``make_restorer(its device)``; the merged report on
-    global rank 0, None on the other ranks."""
+    """Restore the files of ``run`` over the processes the ``trainer`` config (Lightning
+    ``Trainer`` arguments) asks for, each process with ``make_restorer(its device)``; the merged
+    report on global rank 0, None on the other ranks."""
     writer = RestoreWriter()
     predictor = instantiate(
         dict(trainer),
@@ -93,17 +77,16 @@ def predict_files(
         enable_checkpointing=False,
         enable_model_summary=False,
         callbacks=[writer],
-        default_root_dir=str(out_dir),
+        default_root_dir=str(run.out_dir),
         inference_mode=True,
         _convert_="all",
     )
-    module = RestoreModule(make_restorer, options, files, root, out_dir)
     loader = DataLoader(
-        range(len(files)),  # file indices: read in predict_step, where failures are accounted
-        batch_size=options.images_per_batch,
+        range(len(run.files)),  # file indices: read in predict_step, where failures are accounted
+        batch_size=run.options.images_per_batch,
         collate_fn=list,
         shuffle=False,
     )
-    predictor.predict(module, loader, return_predictions=False)
+    predictor.predict(RestoreModule(run, make_restorer), loader, return_predictions=False)
     close_process_group()
     return writer.report if predictor.is_global_zero else None

@@ -21,7 +21,7 @@ from gpen_lightning.restore.batch import (
 from gpen_lightning.restore.distributed import predict_files
 from gpen_lightning.restore.restorer import Detection, Paste, Restorer
 from gpen_lightning.restore.tasks import Task
-from gpen_lightning.runtime import process_count, resolve_device
+from gpen_lightning.runtime import process_count
 
 __all__ = ["RestoreStage"]
 
@@ -83,7 +83,7 @@ class RestoreStage:
             self.weights,
             model=self.model,
             runs_root=self.paths["log_dir"],
-            device=resolve_device(self.device if device is None else device),
+            device=self.device if device is None else device,
             bf16=self.bf16,
             cuda_graph=self.cuda_graph,
             batch_size=self.batch_size,
@@ -105,19 +105,14 @@ class RestoreStage:
         if not files:
             print(f"No images or videos found under {self.input}.")
             return 1
-        if self.processes() > 1:
-            report = predict_files(
-                trainer=self.trainer,
-                make_restorer=self.restorer,
-                options=self.run_options(),
-                files=files,
-                root=root,
-                out_dir=out_dir,
-            )
+        runner = RestoreRun(self.run_options(), None, files, root, out_dir)
+        if self.processes() > 1:  # each process builds its own restorer
+            report = predict_files(trainer=self.trainer, run=runner, make_restorer=self.restorer)
             if report is None:  # not the global rank 0: it printed nothing
                 return 0
         else:
-            report = RestoreRun(self.run_options(), self.restorer(), files, root, out_dir).run()
+            runner.restorer = self.restorer()
+            report = runner.run()
         print(report.summary())
         print(f"Outputs in {out_dir}")
         return 1 if report.failed else 0

@@ -91,11 +91,9 @@ def check_task_weights(task: str, *, weights: object = None, model: str | None =
     ``GPEN-Seg2face-512.pth`` with ``task=colorization`` or ``GPEN-BFR-512.pth`` with
     ``task=inpainting``; names without a task word (our exports, tiny presets) pass."""
     name = Path(weights).name if isinstance(weights, str | os.PathLike) else model
-    if not name:
-        return
-    lower = name.lower()
+    lower = name.lower().replace("_", "-") if name else ""
     for other, tag in _TAGS.items():
-        if other != task and f"-{tag}-" in lower.replace("_", "-"):
+        if other != task and f"-{tag}-" in lower:
             raise ValueError(
                 f"{name} is the official {other} network, but task={task}: set task={other} "
                 f"or give {task} weights"

@@ -111,11 +111,10 @@ class FaceTracker:
     def update(self, faces: Sequence[Face]) -> list[Face]:
         """One frame's detections -> the same faces with smoothed boxes and landmarks."""
         pairs = self._match(faces)
-        seen, out, self.ids = set(), [], []
+        out, self.ids = [], []
         for d, face in enumerate(faces):
             if d in pairs:
                 track = self.tracks[pairs[d]]
-                track.missed = 0
             else:
                 track = _Track(
                     self._next_id,
@@ -126,7 +125,6 @@ class FaceTracker:
                 self._next_id += 1
                 self.tracks.append(track)
             track.box = face.box
-            seen.add(track.id)
             self.ids.append(track.id)
             if not self.smooth:
                 out.append(face)
@@ -137,8 +135,7 @@ class FaceTracker:
                 Face(y[:4].astype(np.float32), y[4:].reshape(5, 2).astype(np.float32), face.score)
             )
         for track in self.tracks:
-            if track.id not in seen:
-                track.missed += 1
+            track.missed = 0 if track.id in self.ids else track.missed + 1
         self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
         return out
 

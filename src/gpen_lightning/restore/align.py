@@ -52,14 +52,12 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rot, t[:, None]])
 
 
-def warp_to(
-    image: torch.Tensor, matrices: torch.Tensor, size: int, *, mode: str = "bilinear"
-) -> torch.Tensor:
-    """Crops (B, C, size, size) of one image (C, H, W) under affine ``matrices`` (B, 2, 3)
-    (image -> crop coordinates). Outside the image the border is replicated."""
+def warp_to(image: torch.Tensor, matrices: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear crops (B, C, size, size) of one image (C, H, W) under affine ``matrices``
+    (B, 2, 3) (image -> crop coordinates). Outside the image the border is replicated."""
     src = image.unsqueeze(0).expand(len(matrices), -1, -1, -1)
     return KT.warp_affine(
-        src, matrices.to(src), (size, size), mode=mode, padding_mode="border", align_corners=True
+        src, matrices.to(src), (size, size), padding_mode="border", align_corners=True
     )
 
 

@@ -12,6 +12,7 @@ import kornia.geometry.transform as KT
 import numpy as np
 import torch
 from kornia.filters.kernels import get_pascal_kernel_2d
+from torchvision.utils import draw_bounding_boxes, draw_keypoints
 
 if TYPE_CHECKING:
     from gpen_lightning.restore.detect import Face
@@ -131,8 +132,7 @@ def inverse_warp_roi(
     the crop falls outside the image.
     """
     s = crop.shape[-1]
-    fwd = np.vstack([matrix, [0, 0, 1]])
-    inv = np.linalg.inv(fwd)  # crop -> image
+    inv = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))  # crop -> image
     corners = np.array([[0, 0, 1], [s - 1, 0, 1], [0, s - 1, 1], [s - 1, s - 1, 1]], float)
     pts = (corners @ inv.T)[:, :2]
     x0, y0 = np.floor(pts.min(0)).astype(int) - 1
@@ -141,16 +141,9 @@ def inverse_warp_roi(
     if x1 <= x0 or y1 <= y0:
         return None
     shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], float)  # image -> ROI coordinates
-    m_roi = (shift @ inv)[:2]  # crop -> ROI
-    patch = KT.warp_affine(
-        crop[None],
-        torch.as_tensor(m_roi, dtype=crop.dtype, device=crop.device)[None],
-        (y1 - y0, x1 - x0),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=True,
-    )[0]
-    return patch, (y0, y1, x0, x1)
+    m_roi = torch.as_tensor((shift @ inv)[:2]).to(crop)  # crop -> ROI
+    patch = KT.warp_affine(crop[None], m_roi[None], (y1 - y0, x1 - x0), align_corners=True)
+    return patch[0], (y0, y1, x0, x1)  # bilinear, zero outside the crop (kornia's defaults)
 
 
 def composite(
@@ -185,8 +178,6 @@ def composite(
 
 def draw_faces(image: np.ndarray, boxes, landmarks) -> np.ndarray:
     """(H, W, 3) uint8 with each box (x0, y0, x1, y1) outlined and its 5 landmarks marked."""
-    from torchvision.utils import draw_bounding_boxes, draw_keypoints
-
     if not len(boxes):
         return image
     t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)

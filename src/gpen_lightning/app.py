@@ -25,8 +25,7 @@ def _single_log_stream() -> None:
 
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("lightning")]:
         lg = logging.getLogger(name)
-        for handler in list(lg.handlers):
-            lg.removeHandler(handler)
+        lg.handlers.clear()
         lg.propagate = True
 
 

@@ -65,9 +65,11 @@ def _trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
 def build_run(
     cfg: DictConfig, *, extra_callbacks: Sequence[L.Callback] = ()
 ) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """Seed, then instantiate the config's DataModule, module, callbacks, loggers and Trainer
-    (``extra_callbacks`` appended): what ``train`` fits, for benchmarks and custom loops."""
-    _configure_backends(cfg)
+    """Set TF32, seed, then instantiate the config's DataModule, module, callbacks, loggers and
+    Trainer (``extra_callbacks`` appended): what ``train`` fits, for benchmarks and custom loops."""
+    # TF32 matmuls and convolutions on Ampere and newer GPUs (cuDNN's autotuner: trainer.benchmark)
+    tf32 = bool(cfg.get("tf32", True))
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data, _convert_="all")
@@ -82,14 +84,6 @@ def build_run(
     return datamodule, module, trainer
 
 
-def _configure_backends(cfg: DictConfig) -> None:
-    """TF32 matmuls and convolutions on Ampere and newer GPUs (``tf32``, default true; cuDNN's
-    own autotuner is ``trainer.benchmark``)."""
-    tf32 = bool(cfg.get("tf32", True))
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the stage's module on its data as configured; return where things were written.
 
@@ -97,25 +91,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ``{"output_dir", "checkpoint", "export", "samples", "kimg", "diverged", "metrics"}``
         (paths as strings or None, ``metrics``: the last logged values as floats).
     """
-    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(ckpt_path).is_file():
         raise FileNotFoundError(
-            f"ckpt_path={cfg.ckpt_path} does not exist; give a Lightning checkpoint such as "
+            f"ckpt_path={ckpt_path} does not exist; give a Lightning checkpoint such as "
             "outputs/prior/runs/<timestamp>/checkpoints/last.ckpt"
         )
     datamodule, module, trainer = build_run(cfg)
     callbacks, loggers = trainer.callbacks, trainer.loggers
     if trainer.is_global_zero:
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
-    resuming = bool(cfg.get("ckpt_path"))
     before = after = None
     try:
-        if cfg.get("validate_first") and not resuming:
+        if cfg.get("validate_first") and not ckpt_path:
             before = _scalars(trainer.validate(module, datamodule=datamodule, verbose=False))
         with warnings.catch_warnings():
             if not is_overridden("validation_step", module):
                 # the prior stage validates nothing; the shared DataModule still defines a loader
                 warnings.filterwarnings("ignore", "You passed in a `val_dataloader` but have no")
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.get("validate_last") and not getattr(module, "diverged", False):
             after = _scalars(trainer.validate(module, datamodule=datamodule, verbose=False))

@@ -190,8 +190,7 @@ class RestoreRun:
     def _target(self, path: Path) -> tuple[Path, Path] | None:
         """(relative path, output path) of ``path``, or None (recorded as skipped)."""
         rel = path.relative_to(self.root) if path.is_relative_to(self.root) else Path(path.name)
-        is_video = path.suffix.lower() in VIDEO_EXTENSIONS
-        ext = path.suffix if is_video else ".png"
+        ext = path.suffix if path.suffix.lower() in VIDEO_EXTENSIONS else ".png"
         target = self.out_dir / rel.parent / f"{rel.stem}{self.suffix}{ext}"
         if target.resolve() in self.inputs:
             self.report.skipped[str(path)] = "its output would overwrite an input (set a suffix)"

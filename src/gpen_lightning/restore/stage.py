@@ -92,10 +92,6 @@ class RestoreStage:
             task=Task(**options_for(Task, self)),
         )
 
-    def run_options(self) -> RunOptions:
-        """What the batch runner does with each file: the fields of ``RunOptions``."""
-        return RunOptions(**options_for(RunOptions, self))
-
     def run(self) -> int:
         """Restore every file; the exit status (0: every file restored, 1: some failed)."""
         files, root = collect_inputs(str(self.input))
@@ -105,7 +101,7 @@ class RestoreStage:
         if not files:
             print(f"No images or videos found under {self.input}.")
             return 1
-        runner = RestoreRun(self.run_options(), None, files, root, out_dir)
+        runner = RestoreRun(RunOptions(**options_for(RunOptions, self)), None, files, root, out_dir)
         if self.processes() > 1:  # each process builds its own restorer
             report = predict_files(trainer=self.trainer, run=runner, make_restorer=self.restorer)
             if report is None:  # not the global rank 0: it printed nothing

@@ -123,7 +123,5 @@ class WithRestored(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict:
-        item = dict(self.dataset[i])
-        other = self.restored[int(item["index"])]
-        other.pop("index")
-        return {**item, **other}
+        item = self.dataset[i]
+        return {**self.restored[int(item["index"])], **item}  # the face's own "index" kept

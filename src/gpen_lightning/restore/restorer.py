@@ -353,13 +353,20 @@ class Restorer:
             return RestoreResult(image=_hwc(self.upscaled(bg)))
         restored = self._blend(smooth_small(restored.cpu(), faces, self.paste.small_face), crops)
         masks = self.masks(faces, matrices)
+        s = self.paste.upscale
         if self.paste.face_upscale:  # into the upscaled background
-            s = self.paste.upscale
             scaled = [m * (1 / s, 1 / s, 1) for m in matrices]  # output pixels -> crop
             out = composite(self.upscaled(bg), to_unit(restored), scaled, masks)
         else:  # composite at 1x, then resize it all
             out = self.upscaled(composite(bg, to_unit(restored), matrices, masks))
-        return self._result(out, faces, crops, restored, matrices)
+        found = [
+            RestoredFace(f.box * s, f.landmarks * s, f.score, _hwc(to_unit(c)), _hwc(to_unit(r)), m)
+            for f, c, r, m in zip(faces, crops, restored, matrices)
+        ]
+        image = _hwc(out)
+        if self.paste.draw_boxes:
+            image = draw_faces(image, [f.box for f in found], [f.landmarks for f in found])
+        return RestoreResult(image, found)
 
     def masks(self, faces: Sequence[Face], matrices: Sequence[np.ndarray]) -> torch.Tensor:
         """The paste masks of ``faces`` in their crops: (1 or N, 1, S, S)."""
@@ -371,22 +378,3 @@ class Restorer:
                 for f, m in zip(faces, matrices)
             ]
         )
-
-    def _result(self, out, faces, crops, restored, matrices) -> RestoreResult:
-        s = self.paste.upscale
-        image = _hwc(out)
-        if self.paste.draw_boxes:
-            image = draw_faces(image, [f.box * s for f in faces], [f.landmarks * s for f in faces])
-        result = RestoreResult(image=image)
-        for f, c, r, m in zip(faces, crops, restored, matrices):
-            result.faces.append(
-                RestoredFace(
-                    box=f.box * s,
-                    landmarks=f.landmarks * s,
-                    score=f.score,
-                    crop=_hwc(to_unit(c)),
-                    restored=_hwc(to_unit(r)),
-                    matrix=m,
-                )
-            )
-        return result

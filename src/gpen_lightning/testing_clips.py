@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import av
+import numpy as np
 import torch
 
 from gpen_lightning.data.synthetic import render_face
@@ -33,9 +35,6 @@ def synthetic_clip(
     faces ``(seed, side px)`` drifting right by 1 px per frame over a gradient, with Gaussian
     sensor noise of std ``noise`` (so a detector's landmarks jitter from frame to frame). Seeds
     1-3 at 96-200 px are found by the bundled RetinaFace. ``size`` is (width, height)."""
-    import av
-    import numpy as np
-
     path = Path(path)
     rng = np.random.default_rng(seed)
     w, h = size

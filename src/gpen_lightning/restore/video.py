@@ -183,27 +183,25 @@ def restore_video(
     Raises ``VideoError`` when ``src`` is not a readable video (nothing is written then).
     """
     src, dst = Path(src), Path(dst)
-    container = _open(src)
     report = VideoReport()
     part = dst.with_name(f".{dst.stem}.part{dst.suffix}")  # renamed onto dst once complete
-    try:
-        _transcode(
-            restorer,
-            container,
-            part,
-            report,
-            name=src.name,
-            frames_per_batch=frames_per_batch,
-            smooth=smooth,
-            crf=crf,
-            keep_crops=keep_crops,
-            progress=progress,
-        )
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    finally:
-        container.close()
+    with _open(src) as container:
+        try:
+            _transcode(
+                restorer,
+                container,
+                part,
+                report,
+                name=src.name,
+                frames_per_batch=frames_per_batch,
+                smooth=smooth,
+                crf=crf,
+                keep_crops=keep_crops,
+                progress=progress,
+            )
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
     _publish(src, dst, part, report, upscale=restorer.paste.upscale)
     return report
 

@@ -24,7 +24,7 @@ from PIL import Image
 
 from gpen_lightning.config import options_for
 from gpen_lightning.data.folder import IMAGE_EXTENSIONS, read_rgb, sniff, to_square
-from gpen_lightning.data.streaming import INFO_FILE, SKIPPED_FILE, is_remote
+from gpen_lightning.data.streaming import INFO_FILE, SKIPPED_FILE, import_litdata, is_remote
 
 __all__ = ["PrepareStage", "encode_face", "prepare_faces"]
 
@@ -129,7 +129,7 @@ def prepare_faces(
 ) -> dict:
     """Pack the faces under ``input`` into ``output`` (see the module); returns the summary
     written to ``output/prepare.json``: size, format, quality, faces, skipped, input."""
-    import litdata
+    litdata = import_litdata()
 
     if size < 2:
         raise ValueError(f"size must be at least 2 px, got {size}")

@@ -28,14 +28,29 @@ from torch.utils.data import Dataset
 
 from gpen_lightning.data.folder import to_square
 
-# LitData asks PyPI for a newer version (a 30 s timeout offline) unless this is set before import
-os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
-
-__all__ = ["INFO_FILE", "SKIPPED_FILE", "StreamingFaces", "decode_face", "is_remote", "read_info"]
+__all__ = [
+    "INFO_FILE",
+    "SKIPPED_FILE",
+    "StreamingFaces",
+    "decode_face",
+    "import_litdata",
+    "is_remote",
+    "read_info",
+]
 
 INFO_FILE = "prepare.json"  # what stage=prepare wrote: size, format, counts, source
 SKIPPED_FILE = "skipped.txt"  # one "path<TAB>reason" line per input it could not read
 REMOTE = ("s3://", "gs://", "gcs://", "azure://", "hf://", "local:")
+
+
+def import_litdata():
+    """``litdata``, imported with its PyPI version check off (a 30 s timeout offline) unless the
+    environment says otherwise: the variable is set when LitData is first used, not on import of
+    this module (importing the package changes nothing)."""
+    os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
+    import litdata
+
+    return litdata
 
 
 def is_remote(root: str | os.PathLike[str]) -> bool:
@@ -81,8 +96,7 @@ class StreamingFaces(Dataset):
         cache_dir: str | os.PathLike[str] | None = None,
         max_cache_size: str | None = None,
     ) -> None:
-        import litdata
-
+        litdata = import_litdata()
         self.root, self.size = str(root), size
         if not is_remote(root):
             folder = Path(root).expanduser()

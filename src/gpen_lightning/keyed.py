@@ -3,8 +3,9 @@
 A training run gives the same result whatever the number of processes when every random draw
 depends only on the seed, the epoch and the sample's position in the epoch's global order (or, for
 a draw shared by a whole minibatch, the global minibatch): never on a process's rank or on how many
-draws the process made before. ``mix`` turns such a key into a seed; ``keyed_normal`` draws one
-tensor per key on any device.
+draws the process made before. ``mix`` turns such a key into a seed, ``keyed_seeds`` salts a
+batch's sample seeds for one kind of draw; ``keyed_normal`` draws one tensor per key on any
+device.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["MASK63", "keyed_normal", "mix"]
+__all__ = ["MASK63", "keyed_normal", "keyed_seeds", "mix"]
 
 MASK63 = (1 << 63) - 1
 _MASK64 = (1 << 64) - 1
@@ -36,6 +37,12 @@ def mix(*key: int) -> int:
     return x & MASK63
 
 
+def keyed_seeds(seeds: Sequence[int] | None, salt: int, n: int | None = None) -> list[int] | None:
+    """``mix(seed, salt)`` of the first ``n`` (default all) sample seeds of a batch: the keys of
+    one kind of draw (None for a batch without keys)."""
+    return None if seeds is None else [mix(s, salt) for s in seeds[:n]]
+
+
 def keyed_normal(
     seeds: Sequence[int],
     shapes: Sequence[tuple[int, ...]],
@@ -48,15 +55,13 @@ def keyed_normal(
     values do not depend on which other samples share its batch. Drawn on ``device`` (its own
     generator; nothing moves between host and device); the ``meta`` device draws nothing."""
     device = torch.device(device)
-    if device.type == "meta":
+    if device.type == "meta" or len(seeds) == 0:
         return [torch.empty(len(seeds), *s, device=device, dtype=dtype) for s in shapes]
     gen = torch.Generator(device=device)
-    per_sample: list[list[torch.Tensor]] = []
+    per_sample = []
     for seed in seeds:
         gen.manual_seed(int(seed))
         per_sample.append(
             [torch.randn(s, generator=gen, device=device, dtype=dtype) for s in shapes]
         )
-    if not per_sample:
-        return [torch.empty(0, *s, device=device, dtype=dtype) for s in shapes]
-    return [torch.stack([draws[j] for draws in per_sample]) for j in range(len(shapes))]
+    return [torch.stack(draws) for draws in zip(*per_sample)]

@@ -18,7 +18,7 @@ from gpen_lightning.data.sampler import GlobalOrderSampler, KeyedItems
 from gpen_lightning.data.seeds import stream_seed
 from gpen_lightning.data.streaming import StreamingFaces
 from gpen_lightning.data.synthetic import SyntheticFaces
-from gpen_lightning.keyed import mix
+from gpen_lightning.keyed import keyed_seeds
 from gpen_lightning.ranges import to_signed
 
 __all__ = ["DEGRADE", "FaceDataModule", "degrade_each", "degrade_fixed", "stack_faces"]
@@ -183,8 +183,7 @@ class FaceDataModule(L.LightningDataModule):
                     "GlobalOrderSampler and KeyedItems, as train_dataloader() builds them) and "
                     "their host copies (on_before_batch_transfer)"
                 )
-            seeds = [mix(s, DEGRADE) for s in batch["host_seed"]]
-            out = degrade_each(self.degradation, hq, seeds)
+            out = degrade_each(self.degradation, hq, keyed_seeds(batch["host_seed"], DEGRADE))
         else:
             indices = batch.get("host_index", batch["index"])  # host list: no read-back
             out = degrade_fixed(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 import torch
 from kornia.geometry.transform import warp_affine
 
-from gpen_lightning.keyed import keyed_normal, mix
+from gpen_lightning.keyed import keyed_normal, keyed_seeds
 
 __all__ = [
     "AUG_FAKE_D",
@@ -213,11 +213,6 @@ def draws(
         raise ValueError(f"{len(seeds)} augmentation seeds for {n} images")
     (z,) = keyed_normal(list(seeds), [(_N_DRAWS,)], device=device, dtype=dtype)
     return z
-
-
-def keyed_seeds(host_seeds: Sequence[int] | None, salt: int, n: int) -> list[int] | None:
-    """The augmentation keys of the first ``n`` samples of a batch (None for an unkeyed one)."""
-    return None if host_seeds is None else [mix(s, salt) for s in host_seeds[:n]]
 
 
 def sign_counts(logits: torch.Tensor) -> torch.Tensor:

@@ -31,14 +31,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from gpen_lightning.keyed import keyed_normal, mix
+from gpen_lightning.keyed import keyed_normal, keyed_seeds, mix
 from gpen_lightning.losses import gan, restoration
 from gpen_lightning.losses.augment import (
     AUG_FAKE_D,
     AUG_FAKE_G,
     AUG_REAL,
     AugmentPipe,
-    keyed_seeds,
     sign_counts,
 )
 from gpen_lightning.zoo.generator import mixing_crossover
@@ -171,7 +170,7 @@ class GANLoss:
         images, latents = self.pl_sample(batch)
         probe = None
         if "host_seed" in batch:  # keyed per sample (see the module docstring)
-            seeds = [mix(s, PL_PROBE) for s in batch["host_seed"][: len(images)]]
+            seeds = keyed_seeds(batch["host_seed"], PL_PROBE, len(images))
             shape = tuple(images.shape[1:])
             dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
             (probe,) = keyed_normal(seeds, [shape], device=images.device, dtype=dtype)
@@ -226,7 +225,7 @@ class PriorLoss(GANLoss):
         cut = mixing_crossover(self.G.n_latent, coin) if mixing else None
         k = 2 if mixing else 1
         shapes = [(self.G.style_dim,)] * k + [s[1:] for s in self.G.noise_shapes(1)]
-        seeds = [mix(s, salt) for s in batch["host_seed"][:n]]
+        seeds = keyed_seeds(batch["host_seed"], salt, n)
         draws = keyed_normal(seeds, shapes, device=device, dtype=self.G.w_avg.dtype)
         return draws[:k], cut, draws[k:]
 

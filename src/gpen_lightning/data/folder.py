@@ -15,11 +15,7 @@ from torch.utils.data import Dataset
 __all__ = ["IMAGE_EXTENSIONS", "FaceFolder", "read_rgb", "to_square"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-_MAGIC = {
-    b"\xff\xd8\xff": "jpeg",
-    b"\x89PNG\r\n\x1a\n": "png",
-    b"BM": "bmp",
-}
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM")  # JPEG, PNG, BMP; WebP: RIFF....WEBP
 
 
 def sniff(path: Path) -> str | None:
@@ -31,9 +27,7 @@ def sniff(path: Path) -> str | None:
         return f"unreadable ({err.strerror})"
     if not head:
         return "empty file"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return None
-    if any(head.startswith(m) for m in _MAGIC):
+    if head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return None
     return "not an image (unknown file header)"
 

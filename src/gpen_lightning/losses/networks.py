@@ -78,13 +78,12 @@ class IRSE(nn.Module):
         self.input_layer = nn.Sequential(
             nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.PReLU(stem)
         )
-        units, in_ch, prev = [], stem, None
-        for i, w in enumerate(widths):
-            units.append(_IRSEUnit(in_ch, w, 2 if (i == 0 or w != prev) else 1, reduction))
-            in_ch = prev = w
-        self.body = nn.Sequential(*units)
-        n_down = sum(1 for i, w in enumerate(widths) if i == 0 or w != widths[i - 1])
-        side = 112 // 2**n_down
+        strides = [2 if i == 0 or w != widths[i - 1] else 1 for i, w in enumerate(widths)]
+        ins = [stem, *widths[:-1]]
+        self.body = nn.Sequential(
+            *(_IRSEUnit(c, w, s, reduction) for c, w, s in zip(ins, widths, strides))
+        )
+        in_ch, side = widths[-1], 112 // 2 ** strides.count(2)
         self.output_layer = nn.Sequential(
             nn.BatchNorm2d(in_ch),
             nn.Dropout(0.4),

@@ -27,6 +27,8 @@ from torchmetrics.functional.image import (
 from gpen_lightning.io import MissingWeightsError
 from gpen_lightning.losses import networks
 from gpen_lightning.metrics.fid import FeatureCache, FidStatistics, frechet_distance, load_inception
+from gpen_lightning.metrics.identity import DlibIdentity
+from gpen_lightning.metrics.landmarks import LandmarkDistance
 from gpen_lightning.metrics.wasserstein import SlicedWassersteinDistance
 from gpen_lightning.ranges import to_signed, to_uint8
 
@@ -79,8 +81,8 @@ class Scorer:
 
     lpips: torch.nn.Module | None = None
     arcface: torch.nn.Module | None = None
-    landmarks: object | None = None  # metrics.landmarks.LandmarkDistance
-    dlib: object | None = None  # metrics.identity.DlibIdentity
+    landmarks: LandmarkDistance | None = None
+    dlib: DlibIdentity | None = None
     inception: torch.nn.Module | None = None  # metrics.fid.InceptionFeatures
     niqe: object | None = None  # metrics.niqe.Niqe
     y_channel: bool = False  # also psnr_y / ssim_y on the BT.601 luma
@@ -116,8 +118,8 @@ class Scorer:
             "lpips": (lpips_weights, lambda: networks.load_lpips(lpips_weights, lpips_net)),
             "arcface": (id_weights, lambda: networks.load_identity(id_weights)),
             "inception": (fid_weights, lambda: load_inception(fid_weights)),
-            "landmarks": (lmd, _landmarks),
-            "dlib": (dlib_identity, _dlib),
+            "landmarks": (lmd, LandmarkDistance),
+            "dlib": (dlib_identity, DlibIdentity),
             "niqe": (niqe_params, lambda: _niqe(niqe_params)),
         }
         for name, (wanted, load) in loaders.items():
@@ -172,18 +174,6 @@ class Scorer:
         """Inception features (B, 2048) float64 of uint8 images (float ones are rounded), on the
         scorer's device."""
         return self.inception(to_uint8(images).to(self.device or images.device))
-
-
-def _landmarks():
-    from gpen_lightning.metrics.landmarks import LandmarkDistance
-
-    return LandmarkDistance()
-
-
-def _dlib():
-    from gpen_lightning.metrics.identity import DlibIdentity
-
-    return DlibIdentity()
 
 
 def _niqe(params: str):

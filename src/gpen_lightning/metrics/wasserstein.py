@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import build_laplacian_pyramid
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 __all__ = ["SlicedWassersteinDistance", "patch_descriptors", "sliced_wasserstein", "swd"]
 
@@ -120,7 +121,8 @@ class SlicedWassersteinDistance(Metric):
         getattr(self, "real" if real else "fake").append(images.detach().float().cpu())
 
     def compute(self) -> dict[str, float]:
-        real, fake = _cat(self.real), _cat(self.fake)
+        # the states: lists of batches, one tensor once gathered across processes; empty: refused
+        real, fake = (dim_zero_cat(s) if len(s) else torch.zeros(0) for s in (self.real, self.fake))
         if real.shape != fake.shape or len(real) == 0:
             raise ValueError(
                 f"SWD needs as many generated as real images of one size: {tuple(real.shape)} "
@@ -137,9 +139,3 @@ class SlicedWassersteinDistance(Metric):
             out[f"swd_{size // 2**level}"] = float(d) * 1e3
         out["swd"] = sum(out.values()) / len(out)
         return out
-
-
-def _cat(items) -> torch.Tensor:
-    if isinstance(items, torch.Tensor):
-        return items
-    return torch.cat(items) if items else torch.zeros(0)

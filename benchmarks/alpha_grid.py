@@ -31,9 +31,7 @@ def degraded_face(size: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
     degradation = instantiate(compose(["degradation=gfpgan"]).degradation)
     hq = render_face(size, torch.Generator().manual_seed(seed))[None]
-    lq = degrade_fixed(degradation, hq, torch.tensor([0]), seed=seed)["lq"][0]
-    if lq.dtype != torch.uint8:
-        lq = (lq.clamp(0, 1) * 255).round().byte()
+    lq = degrade_fixed(degradation, hq, torch.tensor([0]), seed=seed)["lq"][0]  # uint8 as hq
     return hq[0].permute(1, 2, 0).numpy(), lq.permute(1, 2, 0).numpy()
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -150,7 +149,7 @@ def main() -> None:
     rows = []
     for design in ("ddp", "phase"):
         cmd = [sys.executable, __file__, *sys.argv[1:], "--design", design]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         found = [ln[4:] for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
         if proc.returncode or not found:
             sys.exit(f"{design} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

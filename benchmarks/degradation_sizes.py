@@ -30,22 +30,15 @@ SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-
 
 def input_scores(degradation, dataset, *, seed: int = 1234, batch: int = 16) -> tuple[float, float]:
     """Mean PSNR (dB) and SSIM of the degraded faces against their HQ targets."""
-    psnr, ssim, n = 0.0, 0.0, 0
+    psnr, ssim, kw = 0.0, 0.0, dict(data_range=1.0, reduction="none")
     for start in range(0, len(dataset), batch):
-        items = [dataset[i] for i in range(start, min(start + batch, len(dataset)))]
-        hq = torch.stack([item["hq"] for item in items])
-        pair = degrade_fixed(degradation, hq, [start + i for i in range(len(items))], seed=seed)
+        indices = list(range(start, min(start + batch, len(dataset))))
+        hq = torch.stack([dataset[i]["hq"] for i in indices])
+        pair = degrade_fixed(degradation, hq, indices, seed=seed)
         lq, target = pair["lq"].float() / 255, pair["hq"].float() / 255
-        psnr += float(
-            peak_signal_noise_ratio(
-                lq, target, data_range=1.0, reduction="none", dim=(1, 2, 3)
-            ).sum()
-        )
-        ssim += float(
-            structural_similarity_index_measure(lq, target, data_range=1.0, reduction="none").sum()
-        )
-        n += len(items)
-    return psnr / n, ssim / n
+        psnr += float(peak_signal_noise_ratio(lq, target, dim=(1, 2, 3), **kw).sum())
+        ssim += float(structural_similarity_index_measure(lq, target, **kw).sum())
+    return psnr / len(dataset), ssim / len(dataset)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from common import loop_seconds
 from gpen_lightning.data import Degradation, SyntheticFaces
 
 
@@ -67,14 +68,7 @@ def bench_opencv(images: np.ndarray, batches: int, workers: int) -> float:
 def bench_ours(hq: torch.Tensor, batches: int) -> float:
     deg = Degradation()
     deg(hq, seed=0)  # warm-up
-    if hq.is_cuda:
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for i in range(batches):
-        deg(hq, seed=i)
-    if hq.is_cuda:
-        torch.cuda.synchronize()
-    return batches * len(hq) / (time.perf_counter() - t0)
+    return batches * len(hq) / loop_seconds(lambda i: deg(hq, seed=i), batches, hq.device)
 
 
 def main() -> None:

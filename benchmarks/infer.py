@@ -30,15 +30,14 @@ import argparse
 import gc
 import itertools
 import json
-import math
 import platform
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 
 import torch
 
+from common import append_jsonl, call_seconds, error_text, free_memory
 from gpen_lightning.zoo import build
 
 
@@ -47,54 +46,22 @@ def time_forward(model, x, *, repeats: int, warmup: int, naive: bool) -> list[fl
     # naive: grad mode on (no parameter needs grad, so nothing is recorded) disables the in-place
     # inference paths; NCHW memory format.
     model.generator.memory_format = torch.contiguous_format if naive else torch.channels_last
-    ctx = torch.enable_grad() if naive else torch.inference_mode()
-    times = []
-    with ctx:
-        for i in range(warmup + repeats):
-            if x.is_cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            model(x)
-            if x.is_cuda:
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
+    with torch.enable_grad() if naive else torch.inference_mode():
+        times = call_seconds(model, x, repeats=repeats, warmup=warmup, device=x.device)
     model.generator.memory_format = torch.channels_last
     return times
 
 
-def time_restorer(restorer, crops, *, repeats: int, warmup: int) -> list[float]:
-    """Wall-clock seconds of ``repeats`` ``restore_faces`` calls after ``warmup`` untimed ones
-    (the device synchronised around each call)."""
-    cuda = crops.is_cuda
-    times = []
-    for i in range(warmup + repeats):
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        restorer.restore_faces(crops)
-        if cuda:
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
-
-
-def append_jsonl(path: str | None, row: dict) -> None:
-    """Append ``row`` as one JSON line (NaN -> null)."""
-    if path:
-        finite = lambda v: not (isinstance(v, float) and not math.isfinite(v))  # noqa: E731
-        with open(path, "a") as f:
-            f.write(json.dumps({k: v if finite(v) else None for k, v in row.items()}) + "\n")
-
-
-def bench_restorer(model, name, batches, *, device, bf16, graphs, repeats, warmup, jsonl, part):
-    """Faces/s of ``Restorer.restore_faces`` per batch, eager and/or CUDA graph; the rows."""
+def bench_restorer(model, name: str, *, device: torch.device, args) -> list[dict]:
+    """Faces/s of ``Restorer.restore_faces`` per batch of ``args.batch``, eager and/or CUDA graph
+    (``args.cuda_graph``); the rows."""
     from gpen_lightning.restore import Restorer
 
+    graphs = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graph]
+    bf16, repeats, warmup = args.dtype == "bfloat16", args.repeats, args.warmup
     rows = []
     # every eager row first: a failed capture cannot disturb them
-    for graph, batch in itertools.product(graphs, batches):
+    for graph, batch in itertools.product(graphs, args.batch):
         crops = torch.rand(batch, 3, model.size, model.size, device=device) * 2 - 1
         key = dict(preset=name, batch=batch, device=str(device))
         key.update(dtype="bfloat16" if bf16 else "float32", cuda_graph=graph)
@@ -107,25 +74,54 @@ def bench_restorer(model, name, batches, *, device, bf16, graphs, repeats, warmu
                     model, device=device, bf16=bf16, cuda_graph=graph, batch_size=batch
                 )
                 setup_s = time.perf_counter() - t_build
-                t = time_restorer(restorer, crops, repeats=repeats, warmup=warmup)
+                t = call_seconds(
+                    restorer.restore_faces, crops, repeats=repeats, warmup=warmup, device=device
+                )
                 med, best = statistics.median(t) / batch, min(t) / batch
                 row = dict(key, s_per_face_median=med, s_per_face_min=best)
                 row.update(faces_per_s=1 / med, setup_s=setup_s, repeats=repeats)
             except Exception as exc:  # out of memory, a failed capture: record, go on
-                msg = str(exc).strip().splitlines()
-                row = dict(key, error=f"{type(exc).__name__}: {msg[0][:300] if msg else ''}")
+                row = dict(key, error=error_text(exc))
             restorer = None
-            gc.collect()
             if device.type == "cuda":
                 row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats(device)
+            free_memory(device)
         rows.append(row)
-        append_jsonl(jsonl, dict(part=part, **row))
+        append_jsonl(args.jsonl, dict(part=args.part, **row))
         rate = f"{row['faces_per_s']:10.1f} faces/s" if "faces_per_s" in row else ""
         note = row.get("error") or row.get("skipped") or ""
         mode = "graph" if graph else "eager"
         print(f"{key['preset']:<14} {batch:>5} {mode:<6} {key['dtype']:<9} {rate} {note}")
+    return rows
+
+
+def bench_forward(model, name: str, *, device: torch.device, args) -> list[dict]:
+    """Seconds per face of ``model``'s forward per batch of ``args.batch``, ours and (unless
+    ``args.no_naive``) naive; the rows."""
+    rows = []
+    for batch in args.batch:
+        x = torch.rand(batch, 3, model.size, model.size, device=device) * 2 - 1
+        for naive in [False] if args.no_naive else [False, True]:
+            with torch.autocast(device.type, torch.bfloat16, enabled=args.dtype == "bfloat16"):
+                t = time_forward(model, x, repeats=args.repeats, warmup=args.warmup, naive=naive)
+            med, best = statistics.median(t) / batch, min(t) / batch
+            setting = "naive" if naive else "ours"
+            if not naive:
+                ours = med
+            ratio = f"{med / ours:.2f}x ours" if naive else ""
+            print(f"{name:<14} {batch:>5} {setting:<6} {med:>10.3f} {best:>10.3f}  {ratio}")
+            rows.append(
+                dict(
+                    preset=name,
+                    batch=batch,
+                    setting=setting,
+                    device=str(device),
+                    dtype=args.dtype,
+                    s_per_face_median=med,
+                    s_per_face_min=best,
+                )
+            )
+            append_jsonl(args.jsonl, dict(part=args.part, **rows[-1]))
     return rows
 
 
@@ -156,70 +152,22 @@ def main() -> None:
         f"torch {torch.__version__} | threads {torch.get_num_threads()} | device {device} | "
         f"{args.dtype} | THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}"
     )
-    if args.restorer:
-        graphs = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graph]
-        results = []
-        for name in args.presets:
-            torch.manual_seed(0)
-            model = build(name).eval().to(device).requires_grad_(False)
-            results += bench_restorer(
-                model,
-                name,
-                args.batch,
-                device=device,
-                bf16=args.dtype == "bfloat16",
-                graphs=graphs,
-                repeats=args.repeats,
-                warmup=args.warmup,
-                jsonl=args.jsonl,
-                part=args.part,
-            )
-            del model
-            gc.collect()
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(results, f, indent=2)
-        sys.exit(1 if any("error" in r for r in results) else 0)
-    print(f"{'preset':<14} {'batch':>5} {'setting':<6} {'s/face med':>10} {'s/face min':>10}  ref")
+    if not args.restorer:
+        print(
+            f"{'preset':<14} {'batch':>5} {'setting':<6} {'s/face med':>10} {'s/face min':>10}  ref"
+        )
     results = []
     for name in args.presets:
         torch.manual_seed(0)
-        model = build(name).eval().to(device)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for batch in args.batch:
-            x = torch.rand(batch, 3, model.size, model.size, device=device) * 2 - 1
-            autocast = (
-                torch.autocast(device.type, dtype=torch.bfloat16)
-                if args.dtype == "bfloat16"
-                else nullcontext()
-            )
-            for naive in [False] if args.no_naive else [False, True]:
-                with autocast:
-                    t = time_forward(
-                        model, x, repeats=args.repeats, warmup=args.warmup, naive=naive
-                    )
-                med, best = statistics.median(t) / batch, min(t) / batch
-                setting = "naive" if naive else "ours"
-                if not naive:
-                    ours = med
-                ratio = f"{med / ours:.2f}x ours" if naive else ""
-                print(f"{name:<14} {batch:>5} {setting:<6} {med:>10.3f} {best:>10.3f}  {ratio}")
-                results.append(
-                    dict(
-                        preset=name,
-                        batch=batch,
-                        setting=setting,
-                        device=str(device),
-                        dtype=args.dtype,
-                        s_per_face_median=med,
-                        s_per_face_min=best,
-                    )
-                )
-                append_jsonl(args.jsonl, dict(part=args.part, **results[-1]))
+        model = build(name).eval().to(device).requires_grad_(False)
+        bench = bench_restorer if args.restorer else bench_forward
+        results += bench(model, name, device=device, args=args)
+        del model
+        gc.collect()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+    sys.exit(1 if any("error" in r for r in results) else 0)
 
 
 if __name__ == "__main__":

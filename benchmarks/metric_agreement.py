@@ -292,19 +292,12 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sets = write_sets(args.faces, tmp, size=args.size, n=args.n, spec=args.degrade)
-        rows = lpips_rows(
-            sets, weights=tmp / "alexnet-standin.pth", seed=args.seed, batch=args.batch
+        kw = dict(seed=args.seed, batch=args.batch)
+        lpips = lpips_rows(sets, weights=tmp / "alexnet-standin.pth", **kw)
+        fid = fid_rows(
+            sets, weights=tmp / "inception-standin.pth", reference=args.reference_path, **kw
         )
-        rows = (
-            fid_rows(
-                sets,
-                weights=tmp / "inception-standin.pth",
-                seed=args.seed,
-                batch=args.batch,
-                reference=args.reference_path,
-            )
-            + rows
-        )
+        rows = fid + lpips
     n = len(sets["hq"])
     print(
         f"{n} faces of {args.faces} at {args.size} px, degraded by {args.degrade}; "

@@ -30,9 +30,7 @@ loss crops ``size // 256``-scaled margins, so ``--size`` is at least 256.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import math
 import os
 import sys
 import tempfile
@@ -42,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from common import append_jsonl, error_text, free_memory, sync
 from gpen_lightning.losses.networks import IRSE
 
 IRSE50_WIDTHS = [64] * 3 + [128] * 4 + [256] * 14 + [512] * 3
@@ -154,18 +153,14 @@ def official_step_seconds(
         val_dir=str(work),
     )
 
-    def sync() -> None:
-        if gpu:
-            torch.cuda.synchronize()
-
     def run(n: int) -> float:
         args.iter = n
-        sync()
+        sync(device)
         t0 = time.perf_counter()
         ts.train(
             args, batches, generator, discriminator, losses, g_optim, d_optim, g_ema, None, device
         )
-        sync()
+        sync(device)
         return time.perf_counter() - t0
 
     if smoke:
@@ -175,14 +170,6 @@ def official_step_seconds(
         torch.cuda.reset_peak_memory_stats()
     short, long = run(warmup), run(warmup + steps)
     return (long - short) / steps
-
-
-def append_jsonl(path: Path | None, row: dict) -> None:
-    """Append ``row`` as one JSON line (NaN -> null)."""
-    if path is not None:
-        finite = lambda v: not (isinstance(v, float) and not math.isfinite(v))  # noqa: E731
-        with open(path, "a") as f:
-            f.write(json.dumps({k: v if finite(v) else None for k, v in row.items()}) + "\n")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -233,8 +220,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         try:
             import_official(args.official.resolve(), "compiled")
         except Exception as exc:
-            msg = str(exc).strip().splitlines()
-            ops_error = f"{type(exc).__name__}: {msg[0][:300] if msg else ''}"
+            ops_error = error_text(exc)
             print(f"the official CUDA ops failed ({ops_error}); its pure-PyTorch ops instead")
             _forget_official(args.official.resolve())
             ops = "native"
@@ -259,19 +245,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     narrow=args.narrow,
                     smoke=args.smoke,
                 )
-                row = dict(key, built=True) if args.smoke else dict(key)
-                if not args.smoke:
-                    row.update(s_per_step=s, img_per_s=batch / s)
+                timed = dict(s_per_step=s, img_per_s=batch / s)
+                row = dict(key, built=True) if args.smoke else dict(key, **timed)
             except Exception as exc:  # out of memory, a failed build: record, try the next
-                msg = str(exc).strip().splitlines()
-                row = dict(key, error=f"{type(exc).__name__}: {msg[0][:300] if msg else ''}")
-        gc.collect()
+                row = dict(key, error=error_text(exc))
         row.update(steps=args.steps, warmup=args.warmup)
         row["cudnn_benchmark"] = torch.backends.cudnn.benchmark
         row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")
-        if gpu:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+        free_memory(args.device)
         rows.append(row)
         append_jsonl(args.jsonl, dict(part=args.part, **row))
         print(f"official train_simple step, {args.size} px, batch {batch}: {row}", flush=True)

@@ -14,36 +14,26 @@ import argparse
 import functools
 import random
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 from torch.profiler import ProfilerActivity, profile
 
+from common import loop_seconds, sync
 from gpen_lightning.config import compose
 from gpen_lightning.testing import lightning_order
 from gpen_lightning.zoo import build
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def _profiled(name: str, fn, *, device: str, warmup: int, steps: int, out: Path, rows: int) -> None:
     for _ in range(warmup):
         fn()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    _sync(device)
-    wall = (time.perf_counter() - t0) / steps
+    wall = loop_seconds(lambda _: fn(), steps, device) / steps
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=acts) as prof:
         fn()
-        _sync(device)
+        sync(device)
     key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60)
     text = f"== {name}: {wall:.4f} s per call (mean of {steps})\n{table}\n"
@@ -64,13 +54,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="gpen-tiny-32, batch 2, CPU")
     args = ap.parse_args()
     if args.quick:
-        args.preset, args.batch, args.device, args.warmup, args.steps = (
-            "gpen-tiny-32",
-            2,
-            "cpu",
-            1,
-            1,
-        )
+        vars(args).update(preset="gpen-tiny-32", batch=2, device="cpu", warmup=1, steps=1)
     args.out.mkdir(parents=True, exist_ok=True)
     dev, b = args.device, args.batch
     measure = functools.partial(
@@ -92,14 +76,14 @@ def main() -> None:
             measure(f"infer-bf16-b{b}", infer)
             del net
             continue
-        reg = ["module.r1_gamma=10", "module.pl_weight=2"]
         cfg = compose(
             [
                 f"stage={case}",
                 f"model={args.preset}",
                 "logger=none",
                 f"paths.output_dir={tempfile.mkdtemp()}",
-                *reg,
+                "module.r1_gamma=10",
+                "module.pl_weight=2",
                 *(["module.init=none"] if case == "finetune" else []),
             ]
         )

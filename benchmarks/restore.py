@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from common import sync
 from gpen_lightning.data.folder import read_rgb
 from gpen_lightning.restore import Restorer
 
@@ -38,15 +39,12 @@ def run(preset: str, image: torch.Tensor, *, batch: int, repeats: int, device: s
     total, faces = 0.0, 0
     for _ in range(repeats):
         t0 = time.perf_counter()
-        found = restorer.detector(image.permute(1, 2, 0).numpy())
+        found = restorer.detect(image)
         t1 = time.perf_counter()
-        det, restorer._detector = restorer._detector, lambda _img, f=found: f
-        faces_, crops, matrices = restorer._plan(image)
-        restorer._detector = det
+        faces_, crops, matrices = restorer._plan(image, found)
         t2 = time.perf_counter()
         out = restorer.restore_faces(crops)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        sync(device)
         t3 = time.perf_counter()
         restorer._paste(image, faces_, crops, out, matrices)
         t4 = time.perf_counter()

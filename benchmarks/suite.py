@@ -25,24 +25,16 @@ import json
 import platform
 import statistics
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine
 from degrade import bench_ours
 from gpen_lightning.zoo import build
 from infer import time_forward
 from train import bench_stage
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    return f"{name} | torch {torch.__version__} | {platform.system()} {platform.release()}"
 
 
 def bench_inference(presets, batches, dtypes, device, *, repeats, warmup, compile_):
@@ -56,11 +48,7 @@ def bench_inference(presets, batches, dtypes, device, *, repeats, warmup, compil
         for batch in batches:
             x = torch.rand(batch, 3, model.size, model.size, device=device) * 2 - 1
             for dtype in dtypes:
-                ctx = (
-                    torch.autocast(device.type, dtype=torch.bfloat16)
-                    if dtype == "bf16"
-                    else nullcontext()
-                )
+                ctx = torch.autocast(device.type, torch.bfloat16, enabled=dtype == "bf16")
                 for label, net, naive in variants:
                     if label == "contiguous" and dtype != "fp32":
                         continue  # the layout comparison is made once, in fp32
@@ -69,13 +57,8 @@ def bench_inference(presets, batches, dtypes, device, *, repeats, warmup, compil
                             with torch.inference_mode():
                                 for _ in range(warmup + 1):
                                     net(x)
-                        t = time_forward(
-                            model if label != "compiled" else _Wrap(net, model),
-                            x,
-                            repeats=repeats,
-                            warmup=warmup,
-                            naive=naive,
-                        )
+                        # (a compiled module reaches the ``generator`` time_forward toggles)
+                        t = time_forward(net, x, repeats=repeats, warmup=warmup, naive=naive)
                     s = statistics.median(t) / batch
                     rows.append(
                         dict(
@@ -93,23 +76,6 @@ def bench_inference(presets, batches, dtypes, device, *, repeats, warmup, compil
                         flush=True,
                     )
     return rows
-
-
-class _Wrap(torch.nn.Module):
-    """A compiled module with the ``generator`` attribute ``time_forward`` toggles."""
-
-    def __init__(self, compiled, model) -> None:
-        super().__init__()
-        self.compiled, self.generator = compiled, model.generator
-
-    def forward(self, x):
-        return self.compiled(x)
-
-
-def bench_training(stage: str, preset: str, steps: int, batch: int, device: str) -> dict:
-    """img/s of one stage through the real modules (``benchmarks/train.py``), fp32."""
-    warmup = max(2, steps // 4)
-    return bench_stage(stage, preset, batch, device=device, steps=steps, warmup=warmup)
 
 
 def write_reports(out: Path, header: str, results: dict) -> None:
@@ -163,7 +129,7 @@ def main() -> None:
         ]
         degrade_plan = [("gfpgan", 512, 16, 3)]
     dtypes = ["fp32", "bf16"]
-    header = machine(device)
+    header = f"{machine(device)} | {platform.system()} {platform.release()}"
     print(f"# {header}")
     print("inference:")
     inference = bench_inference(
@@ -172,7 +138,9 @@ def main() -> None:
     print("training:")
     training = []
     for stage, preset, steps, batch in train_plan:
-        r = bench_training(stage, preset, steps, batch, args.device)
+        # img/s of one stage through the real modules (``benchmarks/train.py``), fp32
+        warmup = max(2, steps // 4)
+        r = bench_stage(stage, preset, batch, device=args.device, steps=steps, warmup=warmup)
         training.append(r)
         print(f"  {stage:<9} {preset:<14} b{batch:<3} {r['img_per_s']:8.1f} img/s", flush=True)
     print("degradation:")

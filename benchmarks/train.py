@@ -22,11 +22,9 @@ is 1. Nothing asserts a time.
 from __future__ import annotations
 
 import argparse
-import gc
 import itertools
 import json
 import math
-import platform
 import sys
 import tempfile
 import time
@@ -34,26 +32,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import Dataset
 
+from common import append_jsonl, error_text, free_memory, loop_seconds, machine, sync
 from gpen_lightning.config import compose
 from gpen_lightning.data import Degradation, SyntheticFaces
 from gpen_lightning.data.sampler import KeyedItems
 from gpen_lightning.train import build_run
-
-
-class CachedFaces(Dataset):
-    """``n`` procedural faces rendered once: {"hq": uint8 (3, S, S), "index"}."""
-
-    def __init__(self, size: int, n: int) -> None:
-        source = SyntheticFaces(size=size, length=n, flip=False)
-        self.items = [source[i] for i in range(n)]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
 
 
 class StepTimer(L.Callback):
@@ -63,19 +47,15 @@ class StepTimer(L.Callback):
         self.warmup, self.steps = warmup, steps
         self.n, self.t0, self.seconds = 0, 0.0, float("nan")
 
-    def _sync(self, module) -> None:
-        if module.device.type == "cuda":
-            torch.cuda.synchronize(module.device)
-
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.n += 1
         if self.n == self.warmup:
-            self._sync(module)
+            sync(module.device)
             if module.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(module.device)
             self.t0 = time.perf_counter()
         elif self.n == self.warmup + self.steps:
-            self._sync(module)
+            sync(module.device)
             self.seconds = time.perf_counter() - self.t0
             trainer.should_stop = True
 
@@ -131,7 +111,10 @@ def bench_stage(
         cfg = compose(overrides)
         timer = StepTimer(warmup, steps)
         datamodule, module, trainer = build_run(cfg, extra_callbacks=[timer])
-        faces = CachedFaces(cfg.model.size, max(2 * batch, 16))
+        n = max(2 * batch, 16)
+        faces = SyntheticFaces(size=cfg.model.size, length=n, flip=False, cache_mb=math.inf)
+        for i in range(n):  # rendered once, before the timed steps, and kept in memory
+            faces[i]
         datamodule.train_set = KeyedItems(faces, flip=True)  # keyed, as FaceDataModule's own
         datamodule.val_set = faces  # never run (limit_val_batches=0)
         trainer.fit(module, datamodule=datamodule)
@@ -155,26 +138,6 @@ def bench_stage(
     )
 
 
-def append_jsonl(path: Path | None, row: dict) -> None:
-    """Append ``row`` as one JSON line (NaN -> null), flushed before returning."""
-    if path is None:
-        return
-    clean = {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()
-    }
-    with open(path, "a") as f:
-        f.write(json.dumps(clean) + "\n")
-
-
-def free_memory(device: str) -> None:
-    """Drop what the last configuration left (modules, Trainer) and the allocator's cache."""
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
 def bench_degradation(size: int, batch: int, *, device: str, repeats: int = 10) -> float:
     """Seconds per batch of the default (GFPGAN-model) degradation on ``device``."""
     deg = Degradation()
@@ -182,29 +145,11 @@ def bench_degradation(size: int, batch: int, *, device: str, repeats: int = 10) 
     gen = torch.Generator(device="cpu").manual_seed(0)
     for _ in range(2):
         deg(hq, generator=gen)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        deg(hq, generator=gen)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / repeats
-
-
-def machine(device: str) -> str:
-    if device.startswith("cuda"):
-        name = torch.cuda.get_device_name()
-    else:
-        name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    return f"{name} | torch {torch.__version__}"
+    return loop_seconds(lambda _: deg(hq, generator=gen), repeats, device) / repeats
 
 
 def _error_row(exc: BaseException) -> str:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return "out of memory"
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+    return "out of memory" if isinstance(exc, torch.OutOfMemoryError) else error_text(exc)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

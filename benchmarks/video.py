@@ -24,6 +24,7 @@ import av
 import numpy as np
 import torch
 
+from common import sync
 from gpen_lightning.restore import Restorer
 from gpen_lightning.restore.track import FaceTracker, crop_flicker, landmark_jitter
 from gpen_lightning.restore.video import _Encoder, probe, restore_video
@@ -35,7 +36,6 @@ def speed(preset: str, clip: Path, out: Path, *, device: str, bf16: bool, batch:
     info = probe(clip)
     parts = dict.fromkeys(("decode", "detect", "align", "network", "paste", "encode"), 0.0)
     tracker, frames, faces = FaceTracker(fps=float(info.fps)), 0, 0
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     with av.open(str(clip)) as container:
         encoder = _Encoder(out, container, fps=info.fps, size=(info.height, info.width), crf=18)
         stream = container.decode(video=0)
@@ -56,7 +56,7 @@ def speed(preset: str, clip: Path, out: Path, *, device: str, bf16: bool, batch:
             t3 = time.perf_counter()
             crops = torch.cat([c for _, c, _ in plans])
             restored = restorer.restore_faces(crops) if len(crops) else crops
-            sync()
+            sync(device)
             t4 = time.perf_counter()
             results, start = [], 0
             for img, (fs, c, m) in zip(images, plans):

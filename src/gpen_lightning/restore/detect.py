@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torchvision.ops import boxes as box_ops
 
+from gpen_lightning.restore.retinaface import bundled_retinaface, load_retinaface
+
 __all__ = ["Face", "FaceDetector", "RetinaFaceDetector"]
 
 
@@ -101,8 +103,6 @@ class RetinaFaceDetector:
     def net(self) -> torch.nn.Module:
         """The PyTorch RetinaFace (``weights`` or the bundled model), created on first use."""
         if self._net is None:
-            from gpen_lightning.restore.retinaface import bundled_retinaface, load_retinaface
-
             net = bundled_retinaface() if self.weights is None else load_retinaface(self.weights)
             self._net = net.to(self.device).eval()
         return self._net

@@ -194,9 +194,7 @@ class AugmentPipe:
         apply(self.hue, u[:, 3], _axis_rotation(v, (u[:, 8] * 2 - 1) * math.pi * self.hue_max))
         s = torch.exp2(z[:, 9] * self.saturation_std)
         apply(self.saturation, u[:, 4], vv + (i3 - vv) * s[:, None, None])
-        if m is eye:
-            return m[:, :3], None
-        return m[:, :3], any_on
+        return m[:, :3], None if m is eye else any_on
 
 
 def draws(

@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from gpen_lightning.losses.networks import face_crop_112
+
 __all__ = ["content_loss", "feature_matching_loss", "identity_loss"]
 
 
@@ -53,8 +55,6 @@ def identity_loss(
     ``embed`` maps the 112x112 crop to unit embeddings (``networks.IRSE``); the target side is
     detached.
     """
-    from gpen_lightning.losses.networks import face_crop_112
-
     e_out = embed(face_crop_112(output.float()))
     with torch.no_grad():
         e_target = embed(face_crop_112(target.float()))

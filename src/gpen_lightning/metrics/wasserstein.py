@@ -18,13 +18,6 @@ from torchmetrics.utilities import dim_zero_cat
 __all__ = ["SlicedWassersteinDistance", "patch_descriptors", "sliced_wasserstein", "swd"]
 
 
-def _levels(size: int, min_res: int = 16) -> int:
-    n = 1
-    while size // 2**n >= min_res:
-        n += 1
-    return n
-
-
 def patch_descriptors(
     images: torch.Tensor,
     *,
@@ -37,7 +30,10 @@ def patch_descriptors(
     Laplacian-pyramid level, full resolution first (the coarsest level is the Gaussian residual,
     at ``min_res``)."""
     x = images.float()
-    pyramid = build_laplacian_pyramid(x, _levels(x.shape[-1], min_res))
+    levels = 1  # full resolution, then halved while the size stays >= min_res
+    while x.shape[-1] // 2**levels >= min_res:
+        levels += 1
+    pyramid = build_laplacian_pyramid(x, levels)
     out = []
     for level in pyramid:
         b, c, h, w = level.shape

@@ -167,6 +167,8 @@ def test_restorer_loads_official_weights_and_batches_across_images(tmp_path):
     one = restorer.restore(crops[2], aligned=True)
     diff = np.abs(one.image.astype(int) - many[2].image.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+    # no images: no results, whole photos or aligned crops
+    assert restorer.restore_many([]) == [] and restorer.restore_many([], aligned=True) == []
 
 
 def test_detector_on_the_solvay_photo():

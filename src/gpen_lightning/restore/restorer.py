@@ -269,6 +269,8 @@ class Restorer:
         ``faces``: the faces to restore in each image (e.g. tracked ones) instead of detecting."""
         self.task.check(aligned=aligned)
         tensors = [_to_chw_uint8(im) for im in images]
+        if not tensors:
+            return []
         if aligned and self.task.task != "restore":
             return self._restore_task(tensors)
         if aligned:

@@ -32,6 +32,18 @@ def sniff(path: Path) -> str | None:
     return "not an image (unknown file header)"
 
 
+def header_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) as the image file's header claims, without decoding the pixels and without
+    Pillow's own pixel limit (the caller applies its own). Raises what Pillow raises for a file it
+    cannot open."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as im:
+            return im.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def read_rgb(path: str | os.PathLike[str]) -> torch.Tensor:
     """Decode any supported image to (3, H, W) uint8 RGB with Pillow, EXIF orientation applied.
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from gpen_lightning.data.folder import IMAGE_EXTENSIONS, read_rgb, sniff
+from gpen_lightning.data.folder import IMAGE_EXTENSIONS, header_size, read_rgb, sniff
 from gpen_lightning.io import atomic_write
 from gpen_lightning.restore.restorer import Restorer
 from gpen_lightning.restore.video import VIDEO_EXTENSIONS, VideoError, restore_video
@@ -89,14 +89,10 @@ def _read(path: Path, max_pixels: int) -> torch.Tensor:
     ``max_pixels`` (``ValueError`` before decoding otherwise)."""
     if (why := sniff(path)) is not None:
         raise ValueError(why)
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we apply our own limit
     try:
-        with Image.open(path) as im:  # reads the header only
-            w, h = im.size
+        w, h = header_size(path)
     except Exception:  # not readable by Pillow: the decoder will report it
         w = h = 0
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
     if w * h > max_pixels:
         raise ValueError(
             f"image header claims {w}x{h} = {w * h / 1e6:.0f} MP, over max_pixels="

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gpen_lightning.data.folder import read_rgb, sniff
+from gpen_lightning.data.folder import header_size, read_rgb, sniff
 from gpen_lightning.restore.restorer import RestoreResult
 from gpen_lightning.restore.video import VIDEO_EXTENSIONS, VideoError, probe, restore_video
 from gpen_lightning.serve.models import Models, RequestOptions
@@ -77,14 +77,10 @@ def read_image(path: str | Path | None, *, max_pixels: int, upscale: float = 1.0
     why = sniff(path)
     if why is not None:
         raise RequestError(f"{path.name}: {why}. Upload a JPEG, PNG, WebP, BMP or TIFF photo.")
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit below
     try:
-        with Image.open(path) as im:  # the header only
-            w, h = im.size
+        w, h = header_size(path)  # our own limit below
     except Exception as err:
         raise RequestError(f"{path.name}: not a readable image ({err}).") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
     for what, pixels in (("the photo", w * h), ("the output", w * h * upscale**2)):
         if pixels > max_pixels:
             raise RequestError(

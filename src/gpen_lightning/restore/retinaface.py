@@ -12,28 +12,28 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import resnet50
+from torchvision.models._utils import IntermediateLayerGetter
 
 __all__ = ["RetinaFace", "load_retinaface", "bundled_retinaface"]
 
 
-def conv_bn(cin: int, cout: int, *, k: int = 3, stride: int = 1, leaky: float | None = 0.0):
+def conv_bn(
+    cin: int, cout: int, *, k: int = 3, stride: int = 1, leaky: float | None = 0.0, groups: int = 1
+) -> nn.Sequential:
     """Conv (no bias) -> BatchNorm -> LeakyReLU(leaky); ``leaky=None``: no activation."""
-    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout)]
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)]
+    layers.append(nn.BatchNorm2d(cout))
     if leaky is not None:
         layers.append(nn.LeakyReLU(leaky, inplace=True))
     return nn.Sequential(*layers)
 
 
 def conv_dw(cin: int, cout: int, stride: int, leaky: float = 0.1) -> nn.Sequential:
-    """Depthwise 3x3 -> BN -> LeakyReLU -> pointwise 1x1 -> BN -> LeakyReLU."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
-        nn.BatchNorm2d(cin),
-        nn.LeakyReLU(leaky, inplace=True),
-        nn.Conv2d(cin, cout, 1, 1, 0, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.LeakyReLU(leaky, inplace=True),
-    )
+    """Depthwise 3x3 -> BN -> LeakyReLU -> pointwise 1x1 -> BN -> LeakyReLU (flat, as the
+    reference's)."""
+    depthwise = conv_bn(cin, cin, stride=stride, leaky=leaky, groups=cin)
+    return nn.Sequential(*depthwise, *conv_bn(cin, cout, k=1, leaky=leaky))
 
 
 class MobileNetV1(nn.Module):
@@ -51,34 +51,6 @@ class MobileNetV1(nn.Module):
         )
         self.stage2 = nn.Sequential(conv_dw(64, 128, 2), *[conv_dw(128, 128, 1) for _ in range(5)])
         self.stage3 = nn.Sequential(conv_dw(128, 256, 2), conv_dw(256, 256, 1))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        c3 = self.stage1(x)
-        c4 = self.stage2(c3)
-        return [c3, c4, self.stage3(c4)]
-
-
-class ResNet50Body(nn.Module):
-    """torchvision's ResNet-50 up to layer4, returning layer2..4 (strides 8, 16, 32)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from torchvision.models import resnet50
-
-        net = resnet50(weights=None)
-        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = (
-            net.layer1,
-            net.layer2,
-            net.layer3,
-            net.layer4,
-        )
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
-        c3 = self.layer2(x)
-        c4 = self.layer3(c3)
-        return [c3, c4, self.layer4(c4)]
 
 
 class FPN(nn.Module):
@@ -146,11 +118,15 @@ class RetinaFace(nn.Module):
     def __init__(self, *, backbone: str = "mobilenet0.25") -> None:
         super().__init__()
         if backbone == "mobilenet0.25":
-            self.body, channels, width = MobileNetV1(), [64, 128, 256], 64
+            trunk, channels, width = MobileNetV1(), [64, 128, 256], 64
+            levels = ("stage1", "stage2", "stage3")
         elif backbone == "resnet50":
-            self.body, channels, width = ResNet50Body(), [512, 1024, 2048], 256
+            trunk, channels, width = resnet50(weights=None), [512, 1024, 2048], 256
+            levels = ("layer2", "layer3", "layer4")
         else:
             raise ValueError(f"unknown backbone {backbone!r}: mobilenet0.25 or resnet50")
+        # the trunk up to its last level; returns the levels' outputs (strides 8, 16, 32)
+        self.body = IntermediateLayerGetter(trunk, {name: name for name in levels})
         self.backbone = backbone
         self.fpn = FPN(channels, width)
         self.ssh1, self.ssh2, self.ssh3 = SSH(width, width), SSH(width, width), SSH(width, width)
@@ -159,7 +135,7 @@ class RetinaFace(nn.Module):
         self.LandmarkHead = nn.ModuleList(Head(width, 10) for _ in range(3))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats = self.fpn(self.body(x))
+        feats = self.fpn(list(self.body(x).values()))
         feats = [self.ssh1(feats[0]), self.ssh2(feats[1]), self.ssh3(feats[2])]
         boxes = torch.cat([h(f) for h, f in zip(self.BboxHead, feats)], 1)
         logits = torch.cat([h(f) for h, f in zip(self.ClassHead, feats)], 1)
@@ -198,25 +174,16 @@ def load_retinaface(path: str | os.PathLike, *, map_location="cpu") -> RetinaFac
     return net.eval()
 
 
-def _conv_layers(net: RetinaFace) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
+def _conv_layers(net: RetinaFace) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
     """Every convolution of a MobileNet-0.25 RetinaFace in execution order, with its BN."""
-    out = []
-
-    def seq(s: nn.Sequential) -> None:
-        mods = list(s)
-        for i, m in enumerate(mods):
-            if isinstance(m, nn.Conv2d):
-                out.append((m, mods[i + 1]))
-
-    for stage in (net.body.stage1, net.body.stage2, net.body.stage3):
-        for block in stage:
-            seq(block)
-    for name in ("output1", "output2", "output3", "merge2", "merge1"):
-        seq(getattr(net.fpn, name))
-    for ssh in (net.ssh1, net.ssh2, net.ssh3):
-        for name in ("conv3X3", "conv5X5_1", "conv5X5_2", "conv7X7_2", "conv7x7_3"):
-            seq(getattr(ssh, name))
-    return out
+    fpn = [getattr(net.fpn, name) for name in ("output1", "output2", "output3", "merge2", "merge1")]
+    layers = [
+        m
+        for part in (net.body, *fpn, net.ssh1, net.ssh2, net.ssh3)
+        for m in part.modules()
+        if isinstance(m, nn.Conv2d | nn.BatchNorm2d)
+    ]
+    return list(zip(layers[::2], layers[1::2]))
 
 
 def bundled_retinaface() -> RetinaFace:

@@ -7,7 +7,6 @@ indices are the official keys).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -34,14 +33,13 @@ class ConvLayer(nn.Sequential):
         downsample: bool = False,
         bias: bool = True,
         activate: bool = True,
-        blur_taps: Sequence[int] = BLUR_TAPS,
     ) -> None:
         if activate and not bias:
             raise ValueError("ConvLayer(activate=True) keeps its bias in the activation: bias=True")
         layers: list[nn.Module] = []
         if downsample:
-            p = (len(blur_taps) - 2) + (kernel_size - 1)
-            layers.append(Blur(blur_taps, pad=((p + 1) // 2, p // 2)))
+            p = (len(BLUR_TAPS) - 2) + (kernel_size - 1)
+            layers.append(Blur(pad=((p + 1) // 2, p // 2)))
             stride, padding = 2, 0
         else:
             stride, padding = 1, kernel_size // 2
@@ -66,20 +64,12 @@ class ResBlock(nn.Module):
     ``(conv2(conv1(x)) + skip(x)) / sqrt(2)``; conv2 and the 1x1 skip downsample (blur + stride 2).
     """
 
-    def __init__(
-        self, in_channels: int, out_channels: int, *, blur_taps: Sequence[int] = BLUR_TAPS
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.conv1 = ConvLayer(in_channels, in_channels, 3, blur_taps=blur_taps)
-        self.conv2 = ConvLayer(in_channels, out_channels, 3, downsample=True, blur_taps=blur_taps)
+        self.conv1 = ConvLayer(in_channels, in_channels, 3)
+        self.conv2 = ConvLayer(in_channels, out_channels, 3, downsample=True)
         self.skip = ConvLayer(
-            in_channels,
-            out_channels,
-            1,
-            downsample=True,
-            activate=False,
-            bias=False,
-            blur_taps=blur_taps,
+            in_channels, out_channels, 1, downsample=True, activate=False, bias=False
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
 from gpen_lightning.zoo.blocks import ConvLayer, ResBlock
 from gpen_lightning.zoo.generator import channel_table, log2_size
-from gpen_lightning.zoo.layers import BLUR_TAPS, EqualLinear
+from gpen_lightning.zoo.layers import EqualLinear
 from gpen_lightning.zoo.ops import fp32
 
 __all__ = ["Discriminator", "minibatch_stddev"]
@@ -51,7 +49,6 @@ class Discriminator(nn.Module):
         channel_multiplier: int = 2,
         narrow: float = 1.0,
         stddev_group: int | None = None,
-        blur_taps: Sequence[int] = BLUR_TAPS,
     ) -> None:
         super().__init__()
         self.size = size
@@ -61,7 +58,7 @@ class Discriminator(nn.Module):
         in_ch = channels[size]
         for log_res in range(log_size, 2, -1):
             out_ch = channels[2 ** (log_res - 1)]
-            blocks.append(ResBlock(in_ch, out_ch, blur_taps=blur_taps))
+            blocks.append(ResBlock(in_ch, out_ch))
             in_ch = out_ch
         self.convs = nn.Sequential(*blocks)
         self.stddev_group = stddev_group

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from gpen_lightning.zoo.layers import (
-    BLUR_TAPS,
     ConstantInput,
     EqualLinear,
     NoiseMode,
@@ -73,7 +72,6 @@ class Generator(nn.Module):
         noise_mode: NoiseMode = "concat",
         lr_mlp: float = 0.01,
         w_avg_beta: float = 0.995,
-        blur_taps: Sequence[int] = BLUR_TAPS,
     ) -> None:
         super().__init__()
         self.size = size
@@ -94,17 +92,17 @@ class Generator(nn.Module):
         )
         ch4 = self.channels[4]
         self.input = ConstantInput(ch4)
-        self.conv1 = StyledConv(ch4, ch4, 3, style_dim, noise_mode=noise_mode, blur_taps=blur_taps)
-        self.to_rgb1 = ToRGB(ch4 * mult, style_dim, upsample=False, blur_taps=blur_taps)
+        self.conv1 = StyledConv(ch4, ch4, 3, style_dim, noise_mode=noise_mode)
+        self.to_rgb1 = ToRGB(ch4 * mult, style_dim, upsample=False)
         self.convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
         in_ch = ch4
         for log_res in range(3, self.log_size + 1):
             out_ch = self.channels[2**log_res]
-            kw = dict(noise_mode=noise_mode, blur_taps=blur_taps)
+            kw = dict(noise_mode=noise_mode)
             self.convs.append(StyledConv(in_ch * mult, out_ch, 3, style_dim, upsample=True, **kw))
             self.convs.append(StyledConv(out_ch * mult, out_ch, 3, style_dim, **kw))
-            self.to_rgbs.append(ToRGB(out_ch * mult, style_dim, blur_taps=blur_taps))
+            self.to_rgbs.append(ToRGB(out_ch * mult, style_dim))
             in_ch = out_ch
         self.n_latent = 2 * self.log_size - 2
         self.register_buffer("w_avg", torch.zeros(style_dim))

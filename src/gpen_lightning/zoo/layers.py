@@ -37,11 +37,6 @@ def _no_autocast(device: torch.device) -> AbstractContextManager:
     return nullcontext()
 
 
-def _no_grad() -> bool:
-    """True when no autograd graph is recorded (inference): in-place updates are then safe."""
-    return not torch.is_grad_enabled()
-
-
 class FusedLeakyReLU(nn.Module):
     """Learned per-channel bias, then leaky ReLU(0.2) x sqrt(2): (B, C, ...) -> same shape.
 
@@ -55,7 +50,7 @@ class FusedLeakyReLU(nn.Module):
         self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return bias_leaky_relu(x, self.bias, inplace=self.inplace and _no_grad())
+        return bias_leaky_relu(x, self.bias, inplace=self.inplace and not torch.is_grad_enabled())
 
 
 class EqualLinear(nn.Module):
@@ -200,7 +195,7 @@ class NoiseInjection(nn.Module):
         weight = self.weight.to(x.dtype)
         if self.mode == "add":
             return x + weight * noise.to(x.dtype)
-        if _no_grad() and not torch.compiler.is_compiling():
+        if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
             # eager: one allocation and one pass, in the memory format of x (compiled code fuses
             # the cat below itself; an out= slice would break the graph)
             b, c, h, w = x.shape
@@ -241,7 +236,6 @@ class ModulatedConv2d(nn.Module):
         demodulate: bool = True,
         upsample: bool = False,
         downsample: bool = False,
-        blur_taps: Sequence[int] = BLUR_TAPS,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -253,13 +247,11 @@ class ModulatedConv2d(nn.Module):
         self.fused: bool | None = None
         factor = 2
         if upsample:
-            p = (len(blur_taps) - factor) - (kernel_size - 1)
-            self.blur = Blur(
-                blur_taps, pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor
-            )
+            p = (len(BLUR_TAPS) - factor) - (kernel_size - 1)
+            self.blur = Blur(pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
         if downsample:
-            p = (len(blur_taps) - factor) + (kernel_size - 1)
-            self.blur = Blur(blur_taps, pad=((p + 1) // 2, p // 2))
+            p = (len(BLUR_TAPS) - factor) + (kernel_size - 1)
+            self.blur = Blur(pad=((p + 1) // 2, p // 2))
         self.scale = 1 / math.sqrt(in_channels * kernel_size**2)
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(
@@ -320,9 +312,7 @@ class ModulatedConv2d(nn.Module):
             out = F.conv2d(x, w, padding=self.padding)
         if self.demodulate:
             out = out * self._demodulation(s).to(out.dtype).view(b, -1, 1, 1)
-        if self.upsample:
-            out = self.blur(out)
-        return out
+        return self.blur(out) if self.upsample else out
 
     def extra_repr(self) -> str:
         return (
@@ -346,16 +336,10 @@ class StyledConv(nn.Module):
         *,
         upsample: bool = False,
         noise_mode: NoiseMode = "concat",
-        blur_taps: Sequence[int] = BLUR_TAPS,
     ) -> None:
         super().__init__()
         self.conv = ModulatedConv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            style_dim,
-            upsample=upsample,
-            blur_taps=blur_taps,
+            in_channels, out_channels, kernel_size, style_dim, upsample=upsample
         )
         self.noise = NoiseInjection(noise_mode)
         self.activate = FusedLeakyReLU(
@@ -374,17 +358,10 @@ class ToRGB(nn.Module):
     (B, in, H, W), style, skip (B, 3, H/2, W/2) or None -> (B, 3, H, W).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        style_dim: int,
-        *,
-        upsample: bool = True,
-        blur_taps: Sequence[int] = BLUR_TAPS,
-    ) -> None:
+    def __init__(self, in_channels: int, style_dim: int, *, upsample: bool = True) -> None:
         super().__init__()
         if upsample:
-            self.upsample = Upsample(blur_taps)
+            self.upsample = Upsample()
         self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 

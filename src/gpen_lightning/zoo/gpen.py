@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from gpen_lightning.zoo.blocks import ConvLayer
-from gpen_lightning.zoo.generator import Generator, channel_table, log2_size
-from gpen_lightning.zoo.layers import BLUR_TAPS, EqualLinear, NoiseMode
+from gpen_lightning.zoo.generator import Generator, log2_size
+from gpen_lightning.zoo.layers import EqualLinear
 
 __all__ = ["GPEN"]
 
@@ -19,7 +20,8 @@ class GPEN(nn.Module):
 
     Args:
         size: model resolution S; inputs must be (B, 3, S, S) in [-1, 1].
-        style_dim, n_mlp, channel_multiplier, narrow, noise_mode, lr_mlp: as ``Generator``.
+        style_dim, n_mlp, **prior: the prior's ``Generator`` arguments (``channel_multiplier``,
+            ``narrow``, ``noise_mode``, ``lr_mlp``).
 
     The encoder is ``ecd0`` (1x1 conv at S) then ``ecd1 .. ecd{log2(S)-2}``, each halving the
     resolution down to 4x4. ``final_linear`` maps the flattened 4x4 feature to z, which goes
@@ -27,37 +29,17 @@ class GPEN(nn.Module):
     ``add`` noise, the encoder feature at resolution r is the noise of both styled convs at r.
     """
 
-    def __init__(
-        self,
-        size: int,
-        style_dim: int = 512,
-        n_mlp: int = 8,
-        *,
-        channel_multiplier: int = 2,
-        narrow: float = 1.0,
-        noise_mode: NoiseMode = "concat",
-        lr_mlp: float = 0.01,
-        blur_taps: Sequence[int] = BLUR_TAPS,
-    ) -> None:
+    def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, **prior: Any) -> None:
         super().__init__()
         self.size = size
         self.log_size = log2_size(size)
-        self.generator = Generator(
-            size,
-            style_dim,
-            n_mlp,
-            channel_multiplier=channel_multiplier,
-            narrow=narrow,
-            noise_mode=noise_mode,
-            lr_mlp=lr_mlp,
-            blur_taps=blur_taps,
-        )
-        channels = channel_table(channel_multiplier, narrow)
+        self.generator = Generator(size, style_dim, n_mlp, **prior)
+        channels = self.generator.channels
         self.ecd0 = nn.Sequential(ConvLayer(3, channels[size], 1))
         in_ch = channels[size]
         for i, log_res in enumerate(range(self.log_size, 2, -1), start=1):
             out_ch = channels[2 ** (log_res - 1)]
-            layer = ConvLayer(in_ch, out_ch, 3, downsample=True, blur_taps=blur_taps)
+            layer = ConvLayer(in_ch, out_ch, 3, downsample=True)
             setattr(self, f"ecd{i}", nn.Sequential(layer))
             in_ch = out_ch
         self.final_linear = nn.Sequential(

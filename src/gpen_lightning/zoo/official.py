@@ -204,14 +204,8 @@ def load_network(
     kind, cfg = infer_config(state)
     if part is not None and (kind == "discriminator") != (part == "discriminator"):
         raise CheckpointMismatchError(f"asked for the {part}, but the state dict is a {kind}")
-    size = cfg.pop("size")
-    module: nn.Module
-    if kind == "discriminator":
-        module = Discriminator(size, **cfg)
-    elif kind == "gpen":
-        module = GPEN(size, **cfg)
-    else:
-        module = Generator(size, **cfg)
+    cls = {"discriminator": Discriminator, "gpen": GPEN, "generator": Generator}[kind]
+    module: nn.Module = cls(**cfg)
     check_state(module, state)
     result = module.load_state_dict(state, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys

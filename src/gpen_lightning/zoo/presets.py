@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+import torch
 from torch import nn
 
 from gpen_lightning.zoo.discriminator import Discriminator
@@ -19,7 +20,8 @@ Part = Literal["gpen", "prior", "discriminator"]
 
 @dataclass(frozen=True)
 class Preset:
-    """Hyper-parameters that fix a GPEN / discriminator architecture."""
+    """Hyper-parameters that fix a GPEN / discriminator architecture (the ``GPEN`` and
+    ``Generator`` arguments of the same names)."""
 
     size: int
     style_dim: int = 512
@@ -73,15 +75,7 @@ def build(
     """
     p = get_preset(name, **overrides)
     if part in ("gpen", "prior"):
-        cls = GPEN if part == "gpen" else Generator
-        return cls(
-            p.size,
-            p.style_dim,
-            p.n_mlp,
-            channel_multiplier=p.channel_multiplier,
-            narrow=p.narrow,
-            noise_mode=p.noise_mode,
-        )
+        return (GPEN if part == "gpen" else Generator)(**asdict(p))
     if part == "discriminator":
         return Discriminator(
             p.size,
@@ -95,8 +89,6 @@ def build(
 def match_preset(net: nn.Module) -> str | None:
     """The name of the preset whose ``GPEN`` has exactly ``net``'s parameter layout (several
     releases share one architecture: the first in ``PRESETS`` order), or None."""
-    import torch
-
     shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     for name, preset in PRESETS.items():
         if preset.size != getattr(net, "size", None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,71 +85,61 @@ def _controls(models: Models) -> dict[str, gr.components.Component]:
     }
 
 
-def _options(alpha, upscale, only_center_face, min_face_size, bg_upsampler, paste_mask,
-             aligned=False, task="restore"):  # fmt: skip
-    return RequestOptions(
-        aligned=bool(aligned),
-        task=str(task or "restore"),
-        alpha=float(alpha),
-        upscale=float(upscale),
-        only_center_face=bool(only_center_face),
-        min_face_size=float(min_face_size or 0),
-        bg_upsampler=str(bg_upsampler or "bicubic"),
-        paste_mask=str(paste_mask or "hull"),
-    )
-
-
 def _as_page_error(err: Exception) -> gr.Error:
     """A handler's error as the page's message (and the API client's)."""
     log.info("request refused: %s", err)
     return gr.Error(str(err), duration=None, title="Cannot restore this upload")
 
 
+def _handle(run, upload, model, alpha, upscale, only_center_face, min_face_size, bg_upsampler,
+            paste_mask, aligned=False, task="restore"):  # fmt: skip
+    """``run`` (``restore_photo`` / ``restore_clip`` with the app's settings) on one request: the
+    upload, the picked network and the controls' values (None: their default); refusals become
+    the page's error."""
+    try:
+        options = RequestOptions(
+            aligned=bool(aligned),
+            task=str(task or "restore"),
+            alpha=float(alpha),
+            upscale=float(upscale),
+            only_center_face=bool(only_center_face),
+            min_face_size=float(min_face_size or 0),
+            bg_upsampler=str(bg_upsampler or "bicubic"),
+            paste_mask=str(paste_mask or "hull"),
+        )
+        return run(upload_path(upload), options=options, choice=model)
+    except (RequestError, ValueError, TypeError, FileNotFoundError) as err:
+        raise _as_page_error(err) from None
+
+
 def _photo_fn(models: Models, workspace: Workspace, settings: AppSettings):
+    run = partial(restore_photo, models, workspace=workspace, max_pixels=settings.max_pixels)
+
     def restore(image, alpha=1.0, upscale=1.0, only_center_face=False, min_face_size=0.0,
                 bg_upsampler="bicubic", paste_mask="hull", model=None, aligned=False,
                 task="restore"):  # fmt: skip
         """Restore the faces of a photo (or an aligned face, for any task); returns the
         restored PNG, the before/after pair, the faces, their zip and notes."""
-        try:
-            args = (alpha, upscale, only_center_face, min_face_size, bg_upsampler, paste_mask,
-                    aligned, task)  # fmt: skip
-            r = restore_photo(
-                models,
-                upload_path(image),
-                options=_options(*args),
-                choice=model,
-                workspace=workspace,
-                max_pixels=settings.max_pixels,
-            )
-        except (RequestError, ValueError, TypeError, FileNotFoundError) as err:
-            raise _as_page_error(err) from None
+        r = _handle(run, image, model, alpha, upscale, only_center_face, min_face_size,
+                    bg_upsampler, paste_mask, aligned, task)  # fmt: skip
         return str(r.image), (r.before, r.after), r.faces, str(r.archive), _notes(r.notes)
 
     return restore
 
 
 def _video_fn(models: Models, workspace: Workspace, settings: AppSettings):
+    run = partial(restore_clip, models, workspace=workspace, max_pixels=settings.max_pixels,
+                  frames_per_batch=settings.frames_per_batch, crf=settings.crf)  # fmt: skip
+
     def restore_video(video, alpha=1.0, upscale=1.0, only_center_face=False, min_face_size=0.0,
                       bg_upsampler="bicubic", paste_mask="hull", model=None, aligned=False,
                       task="restore", progress=_PROGRESS):  # fmt: skip
         """Restore the faces of every frame of a clip; returns the clip and notes."""
-        try:
-            if task not in (None, "restore") or aligned:
-                raise RequestError("clips are restored as whole frames: task=restore, not aligned")
-            args = (alpha, upscale, only_center_face, min_face_size, bg_upsampler, paste_mask)
-            r = restore_clip(
-                models,
-                upload_path(video),
-                options=_options(*args),
-                choice=model,
-                workspace=workspace,
-                max_pixels=settings.max_pixels,
-                frames_per_batch=settings.frames_per_batch,
-                crf=settings.crf,
-            )
-        except (RequestError, ValueError, TypeError, FileNotFoundError) as err:
-            raise _as_page_error(err) from None
+        if task not in (None, "restore") or aligned:
+            err = RequestError("clips are restored as whole frames: task=restore, not aligned")
+            raise _as_page_error(err)
+        r = _handle(run, video, model, alpha, upscale, only_center_face, min_face_size,
+                    bg_upsampler, paste_mask)  # fmt: skip
         return str(r.video), _notes(r.notes)
 
     return restore_video

@@ -134,10 +134,8 @@ def _faces(result: RestoreResult, folder: Path) -> tuple[list[tuple[np.ndarray, 
     pairs, archive = [], folder / "faces.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for i, face in enumerate(result.faces):
-            restored = face.restored  # a task's output may be at the network's size
-            if restored.shape != face.crop.shape:
-                size = face.crop.shape[1::-1]
-                restored = np.asarray(Image.fromarray(restored).resize(size, Image.BICUBIC))
+            size = face.crop.shape[1::-1]  # a task's output may be at the network's size
+            restored = np.asarray(Image.fromarray(face.restored).resize(size, Image.BICUBIC))
             pair = np.concatenate([face.crop, restored], axis=1)  # (S, 2S, 3)
             pairs.append((pair, f"face {i}: input | restored (score {face.score:.2f})"))
             zf.write(_save_png(pair, folder / f"face_{i:02d}.png"), f"face_{i:02d}.png")
@@ -232,11 +230,10 @@ def restore_clip(
     dst = folder / f"{path.stem}_restored{path.suffix.lower()}"
     try:
         report = restore_video(restorer, path, dst, frames_per_batch=frames_per_batch, crf=crf)
-    except (VideoError, ValueError) as err:
+    except BaseException as err:
         shutil.rmtree(folder, ignore_errors=True)
-        raise RequestError(_readable(err, path)) from None
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(err, VideoError | ValueError):
+            raise RequestError(_readable(err, path)) from None
         raise
     notes = [f"{report.frames} frames, {report.faces} face(s) restored in all."]
     if report.copied:

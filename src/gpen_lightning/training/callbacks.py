@@ -45,7 +45,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class _KimgTicker(L.Callback):
-    """Fires ``_fire`` each time ``images_seen`` crosses a multiple of ``every_kimg``."""
+    """Fires ``_fire`` each time ``images_seen`` crosses a multiple of ``every_kimg``, and at the
+    end of training."""
 
     def __init__(self, every_kimg: float) -> None:
         if every_kimg <= 0:
@@ -64,6 +65,9 @@ class _KimgTicker(L.Callback):
         if self._last is not None and tick > self._last:
             self._last = tick
             self._fire(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._fire(trainer, pl_module)
 
     def _fire(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         raise NotImplementedError
@@ -85,9 +89,6 @@ class SampleGrid(_KimgTicker):
         super().on_train_start(trainer, pl_module)
         if pl_module.num_images == 0:
             self._fire(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._fire(trainer, pl_module)
 
     def _fire(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -133,9 +134,6 @@ class KimgCheckpoint(_KimgTicker):
         self.export_path = Path(export_path) if export_path is not None else None
         self.last_path: Path | None = None
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._fire(trainer, pl_module)
-
     def _fire(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if hasattr(pl_module, "check_health"):
             pl_module.check_health()  # reads the device-side NaN streak before anything is saved
@@ -164,26 +162,17 @@ class SWDMonitor(_KimgTicker):
         super().__init__(every_kimg)
         self.n_images = n_images
         self._real: torch.Tensor | None = None
-        self.history: list[tuple[float, dict[str, float]]] = []
-
-    def _reals(self, trainer: L.Trainer, n: int) -> torch.Tensor:
-        if self._real is None:
-            self._real = stack_faces(trainer.datamodule.train_set, n)
-        return self._real
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._fire(trainer, pl_module)
 
     def _fire(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not hasattr(pl_module, "swd_samples") or getattr(pl_module, "diverged", False):
             return
         from gpen_lightning.metrics import swd
 
-        real = self._reals(trainer, self.n_images).to(pl_module.device)
+        if self._real is None:
+            self._real = stack_faces(trainer.datamodule.train_set, self.n_images)
+        real = self._real.to(pl_module.device)
         fake = pl_module.swd_samples(len(real)).to(real)
-        scores = swd(real, fake)
-        self.history.append((pl_module.num_images / 1000, scores))
-        metrics = {f"val/{k}": v for k, v in scores.items()}
+        metrics = {f"val/{k}": v for k, v in swd(real, fake).items()}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         for k, v in metrics.items():

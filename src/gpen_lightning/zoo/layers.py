@@ -8,7 +8,6 @@ weights are stored N(0, 1) / lr_mul and scaled at run time.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
 
@@ -122,13 +121,11 @@ class EqualConv2d(nn.Module):
 
 
 class Blur(nn.Module):
-    """FIR low-pass filter, same channels: (B, C, H, W) -> (B, C, H + p0 + p1 - 3, ...)."""
+    """[1,3,3,1] low-pass filter, same channels: (B, C, H, W) -> (B, C, H + p0 + p1 - 3, ...)."""
 
-    def __init__(
-        self, taps: Sequence[int] = BLUR_TAPS, *, pad: tuple[int, int], upsample_factor: int = 1
-    ) -> None:
+    def __init__(self, *, pad: tuple[int, int], upsample_factor: int = 1) -> None:
         super().__init__()
-        self.register_buffer("kernel", make_kernel(taps) * upsample_factor**2)
+        self.register_buffer("kernel", make_kernel(BLUR_TAPS) * upsample_factor**2)
         self.pad = pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,11 +135,11 @@ class Blur(nn.Module):
 class Upsample(nn.Module):
     """2x FIR upsampling (zero insertion + filter, pad (2, 1)): (B, C, H, W) -> (B, C, 2H, 2W)."""
 
-    def __init__(self, taps: Sequence[int] = BLUR_TAPS, *, factor: int = 2) -> None:
+    def __init__(self, *, factor: int = 2) -> None:
         super().__init__()
         self.factor = factor
-        self.register_buffer("kernel", make_kernel(taps) * factor**2)
-        p = len(taps) - factor
+        self.register_buffer("kernel", make_kernel(BLUR_TAPS) * factor**2)
+        p = len(BLUR_TAPS) - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,17 +192,16 @@ class NoiseInjection(nn.Module):
         weight = self.weight.to(x.dtype)
         if self.mode == "add":
             return x + weight * noise.to(x.dtype)
+        fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
         if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
             # eager: one allocation and one pass, in the memory format of x (compiled code fuses
             # the cat below itself; an out= slice would break the graph)
             b, c, h, w = x.shape
-            fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
             # allocated in that format (not converted after: a copy of the whole output)
             out = torch.empty((b, 2 * c, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
             out[:, :c].copy_(x)
             torch.mul(noise, weight, out=out[:, c:])
             return out
-        fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
         noise = noise.to(dtype=x.dtype, memory_format=fmt)  # given maps: in the layout of x
         return torch.cat([x, weight * noise], dim=1)
 
@@ -260,12 +256,9 @@ class ModulatedConv2d(nn.Module):
         self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
         s = self.modulation(style)  # (B, in)
-        fused = (b == 1) if self.fused is None else self.fused
-        if fused:
-            return self._forward_fused(x, s)
-        return self._forward_dense(x, s)
+        fused = (x.shape[0] == 1) if self.fused is None else self.fused
+        return self._forward_fused(x, s) if fused else self._forward_dense(x, s)
 
     def _demodulation(self, s: torch.Tensor) -> torch.Tensor:
         """Styles (B, in) -> 1 / ||scale * w * s|| per output channel (B, out), in float32.

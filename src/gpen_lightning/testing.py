@@ -100,15 +100,11 @@ class Audit:
     device_mixes: list[Finding] = field(default_factory=list)
 
     def all(self) -> list[Finding]:
-        return [*self.readbacks, *self.blocking_copies, *self.device_mixes]
+        return [f for found in vars(self).values() for f in found]
 
     def counts(self) -> dict[str, int]:
         """``{"readbacks", "blocking_copies", "device_mixes"}``: how many of each."""
-        return {
-            "readbacks": len(self.readbacks),
-            "blocking_copies": len(self.blocking_copies),
-            "device_mixes": len(self.device_mixes),
-        }
+        return {kind: len(found) for kind, found in vars(self).items()}
 
     def project(self) -> Audit:
         """The findings that originate in ``gpen_lightning`` itself."""
@@ -119,11 +115,7 @@ class Audit:
         return self._filter(lambda f: f.external)
 
     def _filter(self, keep: Callable[[Finding], bool]) -> Audit:
-        return Audit(
-            [f for f in self.readbacks if keep(f)],
-            [f for f in self.blocking_copies if keep(f)],
-            [f for f in self.device_mixes if keep(f)],
-        )
+        return Audit(**{kind: [f for f in found if keep(f)] for kind, found in vars(self).items()})
 
     def report(self, *, limit: int = 40) -> str:
         """The findings grouped by site (op and lines) with their counts, for messages."""
@@ -343,10 +335,8 @@ def meta_stand_in() -> Iterator[None]:
     """
     with ExitStack() as stack:
         stack.enter_context(mock.patch.object(torch, "Generator", _Generator))
-        try:
-            from kornia.core import utils as kornia_utils
-        except ImportError:  # pragma: no cover - kornia is a dependency
-            kornia_utils = None
+        from kornia.core import utils as kornia_utils
+
         helper = getattr(kornia_utils, "_to_device_nonblocking", None)
         if helper is not None:
             for name, module in list(sys.modules.items()):

@@ -52,9 +52,7 @@ class RRDB(nn.Module):
 
     def __init__(self, *, feat: int, grow: int) -> None:
         super().__init__()
-        self.rdb1 = DenseBlock(feat=feat, grow=grow)
-        self.rdb2 = DenseBlock(feat=feat, grow=grow)
-        self.rdb3 = DenseBlock(feat=feat, grow=grow)
+        self.rdb1, self.rdb2, self.rdb3 = (DenseBlock(feat=feat, grow=grow) for _ in range(3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, feat, H, W) -> same
         return x + 0.2 * self.rdb3(self.rdb2(self.rdb1(x)))

@@ -57,13 +57,9 @@ def _inputs(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
     if not root.is_dir():
         raise FileNotFoundError(f"input folder not found: {root} (set input=FOLDER of faces)")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    good, bad = [], []
-    for f in files:
-        reason = sniff(f) if f.is_file() else "not a file"
-        if reason is None:
-            good.append(str(f))
-        else:
-            bad.append((str(f), reason))
+    reasons = {str(f): sniff(f) if f.is_file() else "not a file" for f in files}
+    good = [f for f, why in reasons.items() if why is None]
+    bad = [(f, why) for f, why in reasons.items() if why is not None]
     if not good:
         raise FileNotFoundError(
             f"no readable images ({', '.join(IMAGE_EXTENSIONS)}) under {root}"

@@ -45,13 +45,6 @@ def find_jobs(sweep_dir: str | Path) -> list[tuple[str, Path]]:
     return sorted(jobs, key=lambda item: int(item[1].name) if item[1].name.isdigit() else 0)
 
 
-def _validation_faces(job_cfg: DictConfig, faces: int):
-    """The job's validation split (the faces its training never saw), first ``faces``."""
-    dm = instantiate(job_cfg.data, _convert_="all")
-    dm.setup("validate")
-    return Subset(dm.val_set, range(min(faces, len(dm.val_set)))), dm.val_degradation
-
-
 def ablation_report(
     sweep_dir: str | Path, *, faces: int = 64, n_grid: int = 6, seed: int = 1234
 ) -> dict[str, Any]:
@@ -70,13 +63,15 @@ def ablation_report(
     per_face: dict[str, dict[str, torch.Tensor]] = {}
     columns, n = [], 0
     for label, job in jobs:
-        cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
-        dataset, degradation = _validation_faces(cfg, faces)
+        # the job's validation split (the faces its training never saw), first `faces`
+        dm = instantiate(OmegaConf.load(job / ".hydra" / "config.yaml").data, _convert_="all")
+        dm.setup("validate")
+        dataset = Subset(dm.val_set, range(min(faces, len(dm.val_set))))
         job_faces: dict[str, dict[str, torch.Tensor]] = {}
         scores, grid = evaluate(
             load_network(job / "gpen.pt"),
             dataset,
-            degradation=degradation,
+            degradation=dm.val_degradation,
             seed=seed,
             n_grid=n_grid,
             with_swd=True,

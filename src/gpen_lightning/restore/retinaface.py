@@ -7,7 +7,6 @@ anchors per cell. Loads a user's weight file, or converts the MobileNet-0.25 bun
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -62,8 +61,7 @@ class FPN(nn.Module):
         self.output1, self.output2, self.output3 = (
             conv_bn(c, out, k=1, leaky=leaky) for c in channels
         )
-        self.merge1 = conv_bn(out, out, leaky=leaky)
-        self.merge2 = conv_bn(out, out, leaky=leaky)
+        self.merge1, self.merge2 = conv_bn(out, out, leaky=leaky), conv_bn(out, out, leaky=leaky)
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         p3, p4, p5 = self.output1(feats[0]), self.output2(feats[1]), self.output3(feats[2])
@@ -155,7 +153,7 @@ def load_retinaface(path: str | os.PathLike, *, map_location="cpu") -> RetinaFac
     state = torch.load(path, map_location=map_location, weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    state = OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     if "body.layer4.0.conv1.weight" in state:
         backbone = "resnet50"
     elif "body.stage1.0.0.weight" in state:

@@ -178,7 +178,10 @@ class GANModule(L.LightningModule):
         """The phase records, in the order they run (built once, on first use, with the
         augmentation pipe of ``augment``)."""
         if self._phases is None:
-            self._configure_augment()
+            if self.hparams.get("augment", "none") == "ada":
+                self.loss.augment = AugmentPipe()
+                if not self._ada_loaded:  # p starts at ada_p unless a checkpoint restored it
+                    self.ada_p.fill_(self.hparams.ada_p)
             loss, g, d = self.loss, self.trained_generator, self.discriminator
             self._phases = (
                 TrainingPhase("Dmain", d, 1, 1, loss.d_main),
@@ -187,15 +190,6 @@ class GANModule(L.LightningModule):
                 TrainingPhase("Greg", g, 0, loss.pl_every, loss.g_reg, "pl_steps"),
             )
         return self._phases
-
-    def _configure_augment(self) -> None:
-        """Give the loss object its augmentation pipe (``augment=ada``); p starts at ``ada_p``
-        unless a checkpoint restored it."""
-        if self.hparams.get("augment", "none") != "ada":
-            return
-        self.loss.augment = AugmentPipe()
-        if not self._ada_loaded:
-            self.ada_p.fill_(self.hparams.ada_p)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         optimizers = self.optimizers()
@@ -355,7 +349,7 @@ class GANModule(L.LightningModule):
         self.check_health()
 
     # -- weights -----------------------------------------------------------------------------
-    def _save_weights(self, path, fmt: str, trained: nn.Module) -> None:
+    def _save_weights(self, path, fmt: str) -> None:
         """``{"g_ema", "g", "d", "meta"}`` on CPU, atomically: the layout of an official training
         checkpoint, so ``load_network(path)`` returns the EMA network (``part="discriminator"``
         the D); plain tensors, loadable with ``weights_only=True``."""
@@ -366,8 +360,8 @@ class GANModule(L.LightningModule):
             "kimg": self.kimg,
             "images_seen": self.num_images,
         }
-        state = {"g_ema": cpu(self.g_ema), "g": cpu(trained), "d": cpu(self.discriminator)}
-        atomic_save({**state, "meta": meta}, path)
+        nets = {"g_ema": self.g_ema, "g": self.trained_generator, "d": self.discriminator}
+        atomic_save({**{k: cpu(net) for k, net in nets.items()}, "meta": meta}, path)
 
     def _adam(self, params, **kwargs) -> torch.optim.Adam:
         """Adam with the fastest implementation for the device: fused kernels on CUDA

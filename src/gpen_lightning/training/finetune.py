@@ -274,6 +274,6 @@ class FinetuneModule(GANModule):
         """``path``: ``{"g_ema", "g", "d", "meta"}`` (ours; ``load_network`` reads it) and, next
         to it, ``<stem>-official.pth``: the EMA GPEN in the official layout, which the official
         demo code loads as it loads a released GPEN-BFR file."""
-        self._save_weights(path, "gpen-lightning-gpen", self.gpen)
+        self._save_weights(path, "gpen-lightning-gpen")
         path = Path(path)
         export_official(self.g_ema, path.with_name(f"{path.stem}-official.pth"))

@@ -93,4 +93,4 @@ class PriorModule(GANModule):
 
     def export_weights(self, path: str | os.PathLike[str]) -> None:
         """Write the prior for the fine-tuning stage: ``{"g_ema", "g", "d", "meta"}``."""
-        self._save_weights(path, "gpen-lightning-prior", self.generator)
+        self._save_weights(path, "gpen-lightning-prior")

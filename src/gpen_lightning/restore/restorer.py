@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gpen_lightning.ranges import to_signed, to_unit
+from gpen_lightning.ranges import to_signed, to_uint8, to_unit
 from gpen_lightning.restore.align import resize, similarity_transform, warp_to
 from gpen_lightning.restore.align import template as template_points
 from gpen_lightning.restore.background import BG_UPSAMPLERS, make_bg_upsampler
@@ -73,7 +73,7 @@ def _to_chw_uint8(image: Image) -> torch.Tensor:
 
 def _hwc(x: torch.Tensor) -> np.ndarray:
     """float (3, H, W) in [0, 1] -> (H, W, 3) uint8."""
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return to_uint8(x).permute(1, 2, 0).cpu().numpy()
 
 
 @dataclass(frozen=True, kw_only=True)
